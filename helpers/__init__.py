@@ -1,0 +1,1 @@
+"""Shared helpers for the transformer course: each module names the notebook that introduces it."""

@@ -1,0 +1,55 @@
+"""Named metrics that notebooks record and run_all.py collects (introduced in 03_multi_head_attention)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from helpers.utils import artifacts_dir, atomic_write_text
+
+
+class MetricRecorder:
+    """Record a notebook's key figures in artifacts[/quick]/metrics/<notebook>.json."""
+
+    def __init__(self, notebook: str, mode: str):
+        self.notebook, self.mode = notebook, mode
+        self.path = artifacts_dir(mode) / "metrics" / f"{notebook}.json"
+        self.metrics: dict[str, dict] = {}
+
+    def record(self, name: str, value: float, unit: str, description: str = "") -> float:
+        """Store one metric (and rewrite the notebook's file at once, so a crash keeps what came before)."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"metric {name!r} is not finite: {value}")
+        self.metrics[name] = {"value": value, "unit": unit, "notebook": self.notebook, "mode": self.mode,
+                              "description": description}
+        atomic_write_text(self.path, json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
+        return value
+
+
+def collect_metrics(mode: str) -> dict[str, dict]:
+    """Merge every notebook's metric file of a run mode into one dict: name -> value, unit, notebook, mode."""
+    merged: dict[str, dict] = {}
+    for path in sorted((artifacts_dir(mode) / "metrics").glob("*.json")):
+        merged.update(json.loads(path.read_text()))
+    return dict(sorted(merged.items()))
+
+
+def format_value(value: float) -> str:
+    """Format a figure with a sensible number of significant digits."""
+    if value == int(value) and abs(value) < 1e12:
+        return f"{int(value):,}"
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+def write_results(mode: str) -> tuple[Path, Path]:
+    """Write metrics.json and a Markdown table results.md for a run mode; return their paths."""
+    metrics = collect_metrics(mode)
+    out = artifacts_dir(mode)
+    json_path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    lines = [f"# Results ({mode} mode)", "", "Written by `run_all.py` from the metrics the notebooks record.", "",
+             "| metric | value | unit | notebook | what it is |", "|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        lines.append(f"| `{name}` | {format_value(m['value'])} | {m['unit']} | {m['notebook']} | {m['description']} |")
+    md_path = atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    return json_path, md_path

@@ -1,0 +1,89 @@
+"""Paths, run mode, device selection, seeding and shape checks (introduced in 01_attention_by_hand)."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+MODES = ("quick", "full")
+
+
+def default_mode() -> str:
+    """Return the run mode from the COURSE_MODE environment variable ("full" when unset)."""
+    mode = os.environ.get("COURSE_MODE", "full")
+    if mode not in MODES:
+        raise ValueError(f"COURSE_MODE must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def artifacts_dir(mode: str = "full") -> Path:
+    """Return the folder for figures, metrics and checkpoints of a run mode (quick runs never overwrite full ones)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    path = PROJECT_ROOT / "artifacts" if mode == "full" else PROJECT_ROOT / "artifacts" / "quick"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def relative(path: Path | str) -> str:
+    """Show a path relative to the project root, so outputs carry no machine-specific prefix."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Pick CUDA, then Apple MPS, then CPU; `prefer` (e.g. "cpu") overrides the choice."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch, and return a torch.Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def check_shape(tensor: torch.Tensor, expected: tuple, name: str = "tensor") -> torch.Tensor:
+    """Assert a tensor's shape; None in `expected` matches any size. Returns the tensor for chaining."""
+    shape = tuple(tensor.shape)
+    ok = len(shape) == len(expected) and all(e is None or e == s for s, e in zip(shape, expected))
+    if not ok:
+        raise ValueError(f"{name} has shape {shape}, expected {tuple(expected)}")
+    return tensor
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write bytes to a temporary file beside `path`, then rename it into place (no half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    """Write UTF-8 text atomically (see atomic_write_bytes)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

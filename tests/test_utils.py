@@ -1,0 +1,118 @@
+"""Data fetching, atomic writes, metrics, seeding, device choice and shape checks."""
+import io
+import json
+import urllib.error
+
+import pytest
+import torch
+
+import helpers.data as data
+from helpers import metrics, utils
+
+
+class FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def use_fake_dataset(monkeypatch, payload=b"hello", url="https://example.invalid/f.txt"):
+    spec = data.DataFile("f.txt", url, data.sha256_of(payload))
+    monkeypatch.setitem(data.DATASETS, "fake", spec)
+
+
+def test_fetch_prefers_local_copy_and_verifies_it(tmp_path, monkeypatch):
+    use_fake_dataset(monkeypatch)
+    (tmp_path / "f.txt").write_bytes(b"hello")
+    assert data.fetch("fake", data_dir=tmp_path) == tmp_path / "f.txt"
+    (tmp_path / "f.txt").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="checksum"):
+        data.fetch("fake", data_dir=tmp_path)
+
+
+def test_download_writes_verified_file(tmp_path, monkeypatch):
+    use_fake_dataset(monkeypatch)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"hello"))
+    path = data.fetch("fake", data_dir=tmp_path)
+    assert path.read_bytes() == b"hello"
+
+
+def test_bad_checksum_download_leaves_no_file(tmp_path, monkeypatch):
+    use_fake_dataset(monkeypatch)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"corrupted"))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        data.fetch("fake", data_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_without_copy_says_where_to_put_the_file(tmp_path, monkeypatch):
+    use_fake_dataset(monkeypatch)
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(data.DataUnavailableError, match="put the file at .*f.txt"):
+        data.fetch("fake", data_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_local_only_dataset_missing_gives_clear_error(tmp_path):
+    with pytest.raises(data.DataUnavailableError, match="eng-fra-tatoeba-small.tsv"):
+        data.fetch("eng-fra-small", data_dir=tmp_path)
+
+
+def test_fetch_refuses_plain_http_and_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="non-HTTPS"):
+        data.download("http://example.invalid/x", None, tmp_path / "x")
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.fetch("nope")
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.bin"
+    utils.atomic_write_bytes(target, b"old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(utils.os, "replace", boom)
+    with pytest.raises(OSError):
+        utils.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
+
+
+def test_metrics_are_recorded_and_collected(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "PROJECT_ROOT", tmp_path)
+    rec = metrics.MetricRecorder("99_test", "quick")
+    rec.record("test.speedup", 3.25, "x", "a made-up figure")
+    with pytest.raises(ValueError, match="not finite"):
+        rec.record("test.bad", float("nan"), "x")
+    json_path, md_path = metrics.write_results("quick")
+    got = json.loads(json_path.read_text())
+    assert got == {"test.speedup": {"value": 3.25, "unit": "x", "notebook": "99_test", "mode": "quick",
+                                    "description": "a made-up figure"}}
+    assert "| `test.speedup` | 3.25 | x | 99_test |" in md_path.read_text()
+
+
+def test_seed_device_and_shape_check():
+    utils.set_seed(3)
+    a = torch.rand(3)
+    utils.set_seed(3)
+    torch.testing.assert_close(a, torch.rand(3))
+    assert utils.get_device("cpu").type == "cpu"
+    assert utils.get_device().type in {"cpu", "cuda", "mps"}
+    utils.check_shape(torch.zeros(2, 3), (2, None))
+    with pytest.raises(ValueError, match=r"x has shape \(2, 3\), expected \(2, 4\)"):
+        utils.check_shape(torch.zeros(2, 3), (2, 4), "x")
+
+
+def test_mode_from_environment(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "quick")
+    assert utils.default_mode() == "quick"
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    with pytest.raises(ValueError, match="COURSE_MODE"):
+        utils.default_mode()
