@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from helpers.metrics import collect_metrics, format_value, write_results
+from helpers.metrics import collect_metrics, format_value, sync_readme, write_results
 from helpers.utils import NOTEBOOKS_DIR, PROJECT_ROOT, artifacts_dir, atomic_write_text, relative
 
 KERNEL = "python3"
@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
 
     json_path, md_path = write_results(mode)
+    readme = args.notebooks_dir.parent / "README.md"
+    if mode == "full" and readme.exists() and "<!-- results:start -->" in readme.read_text():
+        sync_readme(readme, mode)
     timings = {r["name"]: {"seconds": round(r["seconds"], 1), "status": r["status"]} for r in rows}
     atomic_write_text(args.build_dir / mode / "timings.json", json.dumps(timings, indent=2) + "\n")
     print(f"\n{len(rows) - len(failed)}/{len(rows)} notebooks ran in {time.perf_counter() - started:.0f} s ({mode} mode)")

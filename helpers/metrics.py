@@ -42,14 +42,35 @@ def format_value(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
 
 
+def results_table(metrics: dict[str, dict]) -> list[str]:
+    """Return the Markdown lines of a table of metrics."""
+    lines = ["| metric | value | unit | notebook | what it is |", "|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        lines.append(f"| `{name}` | {format_value(m['value'])} | {m['unit']} | {m['notebook']} | {m['description']} |")
+    return lines
+
+
+def sync_readme(readme: Path, mode: str = "full") -> bool:
+    """Replace the README's results table (between the results markers) with the current one; True if changed."""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme.name} has no {start} ... {end} section")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    block = "\n".join([start, *results_table(collect_metrics(mode)), end])
+    new = head + block + tail
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
+
+
 def write_results(mode: str) -> tuple[Path, Path]:
     """Write metrics.json and a Markdown table results.md for a run mode; return their paths."""
     metrics = collect_metrics(mode)
     out = artifacts_dir(mode)
     json_path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     lines = [f"# Results ({mode} mode)", "", "Written by `run_all.py` from the metrics the notebooks record.", "",
-             "| metric | value | unit | notebook | what it is |", "|---|---|---|---|---|"]
-    for name, m in metrics.items():
-        lines.append(f"| `{name}` | {format_value(m['value'])} | {m['unit']} | {m['notebook']} | {m['description']} |")
+             *results_table(metrics)]
     md_path = atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     return json_path, md_path

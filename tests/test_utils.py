@@ -116,3 +116,18 @@ def test_mode_from_environment(monkeypatch):
     monkeypatch.setenv("COURSE_MODE", "fast")
     with pytest.raises(ValueError, match="COURSE_MODE"):
         utils.default_mode()
+
+
+def test_readme_results_section_is_rewritten_from_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "PROJECT_ROOT", tmp_path)
+    metrics.MetricRecorder("07_x", "full").record("x.loss", 1.4567, "nats", "a loss")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold table\n<!-- results:end -->\noutro\n")
+    assert metrics.sync_readme(readme)
+    text = readme.read_text()
+    assert "old table" not in text and "| `x.loss` | 1.457 | nats | 07_x | a loss |" in text
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert not metrics.sync_readme(readme)
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="results:start"):
+        metrics.sync_readme(readme)
