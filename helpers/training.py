@@ -1,25 +1,34 @@
-"""Optimiser groups, learning-rate schedules and atomic checkpoints (introduced in 06_char_gpt)."""
+"""Optimiser groups, learning-rate schedules, atomic checkpoints and a resumable training loop (introduced in 06_char_gpt)."""
 from __future__ import annotations
 
 import io
+import json
 import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
-from helpers.utils import atomic_write_bytes
+from helpers.utils import atomic_write_bytes, atomic_write_text
 
 
 def make_adamw(model: nn.Module, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only: no decay on biases, norms or embeddings."""
-    decay, no_decay = [], []
+    no_decay_ids = set()  # a weight shared by an embedding and a linear layer (tied LM head) counts as embedding
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            is_matrix_weight = name == "weight" and isinstance(module, nn.Linear)
-            (decay if is_matrix_weight else no_decay).append(param)
+            if not (name == "weight" and isinstance(module, nn.Linear)):
+                no_decay_ids.add(id(param))
+    decay, no_decay = [], []
+    for param in model.parameters():  # each shared parameter once
+        if param.requires_grad:
+            (no_decay if id(param) in no_decay_ids else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
@@ -45,3 +54,219 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of a language-model training run."""
+
+    max_steps: int = 1000  # optimiser steps; the cosine schedule ends here
+    batch_size: int = 32  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step (effective batch = batch_size * grad_accum)
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak
+    warmup_steps: int = 100  # linear warmup steps
+    weight_decay: float = 0.1  # AdamW decay on weight matrices only
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 switches clipping off)
+    amp: bool = False  # bfloat16 autocast for forward passes (CPU and CUDA)
+    eval_interval: int = 200  # evaluate every this many steps (and at the end)
+    eval_at_seconds: list = field(default_factory=list)  # also evaluate once training time passes each of these
+    eval_windows: int | None = None  # validation windows per evaluation; None = the whole validation split
+    eval_batch_size: int = 64  # windows per forward pass during evaluation
+    time_limit: float | None = None  # stop early once training wall time exceeds this many seconds
+    seed: int = 0  # seeds the batch sampler and dropout
+    compile: bool = False  # torch.compile the model for training steps
+    flush_denormal: bool = True  # treat tiny (denormal) floats as zero on CPU: they can slow float32 maths 4x
+
+    def __post_init__(self):
+        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("max_steps, batch_size and grad_accum must be positive")
+        if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps must be in 0..max_steps, got {self.warmup_steps}")
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 64,
+                max_windows: int | None = None, amp: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy (nats/token) over non-overlapping windows of data, and its standard error across windows."""
+    from helpers.shakespeare import eval_windows
+
+    was_training = model.training
+    model.eval()
+    x, y = eval_windows(data, block_size, max_windows)  # (N, T), (N, T)
+    per_window = []
+    device = next(model.parameters()).device
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, _ = model(xb)
+        loss = F.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (B, V, T) -> (B, T)
+        per_window.append(loss.mean(dim=1))
+    model.train(was_training)
+    losses = torch.cat(per_window).double()
+    se = losses.std().item() / math.sqrt(len(losses)) if len(losses) > 1 else float("nan")
+    return losses.mean().item(), se
+
+
+_STATE_KEYS = {"model", "optimizer", "scheduler", "step", "rng", "train_config", "block_size", "train_seconds",
+               "eval_seconds", "losses", "log", "pending_marks"}
+
+
+class Trainer:
+    """Train a language model on a 1-D id tensor with AdamW, warmup + cosine, clipping and accumulation.
+
+    Its whole state (model, optimiser, scheduler, step, RNG states, logs) goes into one checkpoint, and a
+    Trainer rebuilt from that checkpoint continues exactly as if it had never stopped.
+    """
+
+    def __init__(self, model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainConfig,
+                 block_size: int, extra: dict | None = None):
+        self.model, self.train_data, self.val_data, self.cfg = model, train_data, val_data, cfg
+        self.block_size, self.extra = block_size, dict(extra or {})
+        self.optimizer = make_adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+        schedule = partial(warmup_cosine, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps,
+                           min_ratio=cfg.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # batch sampling
+        if cfg.flush_denormal:
+            torch.set_flush_denormal(True)  # a process-wide switch; it stays on after training
+        torch.manual_seed(cfg.seed)  # dropout
+        self.step = 0
+        self.train_seconds = 0.0  # forward, backward and optimiser time only
+        self.eval_seconds = 0.0
+        self.losses: list[float] = []  # training loss of every step
+        self.log: list[dict] = []  # one row per evaluation
+        self._pending_marks = sorted(cfg.eval_at_seconds)
+        self._forward = torch.compile(model) if cfg.compile else model
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    def train_step(self) -> float:
+        """One optimiser step over grad_accum micro-batches; return the mean training loss."""
+        from helpers.shakespeare import get_batch
+
+        self.model.train()
+        total = 0.0
+        for _ in range(self.cfg.grad_accum):
+            x, y = get_batch(self.train_data, self.cfg.batch_size, self.block_size, self.generator)
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+                _, loss = self._forward(x, y)
+            (loss / self.cfg.grad_accum).backward()
+            total += loss.item()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        loss = total / self.cfg.grad_accum
+        self.losses.append(loss)
+        return loss
+
+    def evaluate(self) -> dict:
+        """Score the validation data, append a row to the log and return it (its time is not training time)."""
+        t0 = time.perf_counter()
+        val_loss, val_se = evaluate_lm(self.model, self.val_data, self.block_size, self.cfg.eval_batch_size,
+                                       self.cfg.eval_windows)
+        self.eval_seconds += time.perf_counter() - t0
+        recent = self.losses[-max(1, self.cfg.eval_interval):] or [float("nan")]
+        row = {"step": self.step, "train_seconds": round(self.train_seconds, 3), "lr": self.scheduler.get_last_lr()[0],
+               "train_loss": sum(recent) / len(recent), "val_loss": val_loss, "val_se": val_se,
+               "tokens": self.step * self.cfg.batch_size * self.cfg.grad_accum * self.block_size}
+        self.log.append(row)
+        return row
+
+    def run(self, steps: int | None = None, progress: bool = True, progress_interval: float = 30.0,
+            checkpoint_path: Path | str | None = None, checkpoint_every: int = 0, on_eval=None) -> list[dict]:
+        """Train until max_steps (or `steps` more steps, or the time limit); evaluate on schedule; return the log.
+
+        The progress bar refreshes at most every progress_interval seconds, so saved notebooks stay short;
+        one line is printed per evaluation. on_eval(trainer, row) is called after each evaluation.
+        """
+        stop = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, self.step + steps)
+        bar = tqdm(total=stop, initial=self.step, disable=not progress, mininterval=progress_interval,
+                   maxinterval=max(progress_interval, 10.0), file=sys.stdout, ncols=90, desc="train")
+        if self.step == 0 and not self.log:
+            self._report(self.evaluate(), bar, on_eval)
+        while self.step < stop:
+            t0 = time.perf_counter()
+            loss = self.train_step()
+            self.train_seconds += time.perf_counter() - t0
+            bar.set_postfix_str(f"loss {loss:.3f}", refresh=False)
+            bar.update(1)
+            out_of_time = self.cfg.time_limit is not None and self.train_seconds >= self.cfg.time_limit
+            mark = bool(self._pending_marks) and self.train_seconds >= self._pending_marks[0]
+            while self._pending_marks and self.train_seconds >= self._pending_marks[0]:
+                self._pending_marks.pop(0)
+            if mark or self.step % self.cfg.eval_interval == 0 or self.step == self.cfg.max_steps or out_of_time:
+                self._report(self.evaluate(), bar, on_eval)
+            if checkpoint_path is not None and checkpoint_every and self.step % checkpoint_every == 0:
+                self.save(checkpoint_path)
+            if out_of_time:
+                break
+        bar.close()
+        return self.log
+
+    def _report(self, row: dict, bar, on_eval) -> None:
+        """Print one line per evaluation and call the user's hook."""
+        line = (f"step {row['step']:>5} | {row['train_seconds']:7.1f} s | lr {row['lr']:.2e} | "
+                f"train {row['train_loss']:.4f} | val {row['val_loss']:.4f} ± {row['val_se']:.4f}")
+        if bar.disable:
+            print(line)
+        else:
+            bar.write(line, file=sys.stdout)
+        if on_eval is not None:
+            on_eval(self, row)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, optimiser, scheduler, step, RNG states and logs."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": self.step,
+                "rng": {"torch": torch.get_rng_state(), "batches": self.generator.get_state()},
+                "train_config": asdict(self.cfg), "block_size": self.block_size,
+                "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
+                "losses": list(self.losses), "log": [dict(r) for r in self.log],
+                "pending_marks": list(self._pending_marks), **self.extra}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state saved by state_dict (the model and data must already match it)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["batches"])
+        self.train_seconds, self.eval_seconds = state["train_seconds"], state["eval_seconds"]
+        self.losses, self.log = list(state["losses"]), [dict(r) for r in state["log"]]
+        self._pending_marks = list(state["pending_marks"])
+
+    def save(self, path: Path | str) -> Path:
+        """Write the full training state atomically."""
+        return save_checkpoint(self.state_dict(), path)
+
+    def write_logs(self, csv_path: Path | str, json_path: Path | str | None = None) -> None:
+        """Write the evaluation log as CSV (and the run's summary as JSON)."""
+        if not self.log:
+            return
+        columns = list(self.log[0])
+        lines = [",".join(columns)] + [",".join(f"{r[c]}" for c in columns) for r in self.log]
+        atomic_write_text(csv_path, "\n".join(lines) + "\n")
+        if json_path is not None:
+            summary = {"train_config": asdict(self.cfg), "steps": self.step, "train_seconds": self.train_seconds,
+                       "eval_seconds": self.eval_seconds, "log": self.log}
+            atomic_write_text(json_path, json.dumps(summary, indent=2) + "\n")
+
+
+def resume_trainer(path: Path | str, model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor) -> Trainer:
+    """Rebuild a Trainer from a checkpoint written by Trainer.save and continue where it stopped."""
+    state = load_checkpoint(path)
+    extra = {k: v for k, v in state.items() if k not in _STATE_KEYS}
+    trainer = Trainer(model, train_data, val_data, TrainConfig(**state["train_config"]), state["block_size"], extra)
+    trainer.load_state_dict(state)
+    return trainer

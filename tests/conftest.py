@@ -6,6 +6,10 @@ from helpers.reference import copy_block_from_torch as copy_block  # noqa: F401 
 from helpers.reference import copy_mha_from_torch as copy_mha  # noqa: F401
 
 
+# The tests use tiny tensors: one thread avoids the thread start-up and contention costs that dominate them.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

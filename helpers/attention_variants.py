@@ -1,0 +1,102 @@
+"""Linear attention, written from scratch, and a multi-head module that uses it (introduced in 09_profiling).
+
+Softmax attention computes softmax(q k^T) v, which needs the (T, T) score matrix.
+Linear attention replaces exp(q . k) by phi(q) . phi(k) for a positive feature map phi, so the product can be
+regrouped: phi(q) (phi(k)^T v) costs O(T * D^2) time and never builds a (T, T) matrix.
+
+What it gives up: the weights phi(q_i) . phi(k_j) form a matrix of rank at most D with no exponential to sharpen
+them, so a query cannot put nearly all of its weight on one key the way softmax can; in causal form the whole past
+is squeezed into one (D, D) state per head, so it recalls fewer distinct tokens; the normaliser is a sum that can
+get small, so it needs an epsilon. It is a different model, not a faster way to compute the same one.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from helpers.attention import MultiHeadAttention
+
+
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    """The positive feature map phi(x) = elu(x) + 1 used by Katharopoulos et al. (2020)."""
+    return F.elu(x) + 1.0
+
+
+def linear_attention_quadratic(q, k, v, causal: bool = False, feature_map=elu_feature_map, eps: float = 1e-6):
+    """Linear attention computed the slow, explicit way through its (T_q, T_k) weight matrix (a reference)."""
+    phi_q, phi_k = feature_map(q), feature_map(k)
+    weights = phi_q @ phi_k.transpose(-2, -1)  # (..., T_q, D) @ (..., D, T_k) -> (..., T_q, T_k)
+    if causal:
+        t_q, t_k = weights.shape[-2:]
+        keep = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril(diagonal=t_k - t_q)
+        weights = weights.masked_fill(~keep, 0.0)
+    return (weights @ v) / (weights.sum(dim=-1, keepdim=True) + eps)  # (..., T_q, D_v)
+
+
+def _exclusive_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Cumulative sum that leaves out the current element: out[j] = x[0] + ... + x[j-1]."""
+    total = x.cumsum(dim=dim)
+    return total - x
+
+
+def linear_attention(q, k, v, causal: bool = False, feature_map=elu_feature_map, eps: float = 1e-6,
+                     chunk_size: int = 64):
+    """Linear attention phi(q) (phi(k)^T v) / phi(q) sum(phi(k)), in O(T) time and memory.
+
+    q, k: (..., T, D), v: (..., T, D_v). Self-attention only (same T for queries and keys).
+    The causal form splits the sequence into chunks: inside a chunk it uses the small explicit (c, c) weights,
+    across chunks it carries the running sums phi(k)^T v and sum(phi(k)) of all earlier chunks.
+    """
+    if q.shape != k.shape or q.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"linear_attention needs q, k of equal shape and v with the same (..., T), got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    phi_q, phi_k = feature_map(q), feature_map(k)
+    if not causal:
+        kv = phi_k.transpose(-2, -1) @ v  # (..., D, T) @ (..., T, D_v) -> (..., D, D_v)
+        z = phi_k.sum(dim=-2, keepdim=True)  # (..., 1, D)
+        num = phi_q @ kv  # (..., T, D) @ (..., D, D_v) -> (..., T, D_v)
+        den = (phi_q * z).sum(dim=-1, keepdim=True)  # (..., T, 1)
+        return num / (den + eps)
+    t = q.shape[-2]
+    c = min(chunk_size, t)
+    pad = (-t) % c  # zero features at the end add nothing to any sum, and only later positions could see them
+    if pad:
+        phi_q, phi_k, v = (F.pad(x, (0, 0, 0, pad)) for x in (phi_q, phi_k, v))
+    n = phi_q.shape[-2] // c
+    lead, d, d_v = phi_q.shape[:-2], phi_q.shape[-1], v.shape[-1]
+    pq = phi_q.reshape(*lead, n, c, d)  # (..., T, D) -> (..., n, c, D)
+    pk = phi_k.reshape(*lead, n, c, d)
+    pv = v.reshape(*lead, n, c, d_v)
+    kv_before = _exclusive_cumsum(pk.transpose(-2, -1) @ pv, dim=-3)  # (..., n, D, D_v): sums over earlier chunks
+    z_before = _exclusive_cumsum(pk.sum(dim=-2), dim=-2)  # (..., n, D)
+    inside = (pq @ pk.transpose(-2, -1)).tril()  # (..., n, c, D) @ (..., n, D, c) -> (..., n, c, c), causal
+    num = pq @ kv_before + inside @ pv  # (..., n, c, D_v)
+    den = (pq * z_before.unsqueeze(-2)).sum(dim=-1, keepdim=True) + inside.sum(dim=-1, keepdim=True)
+    out = (num / (den + eps)).reshape(*lead, n * c, d_v)
+    return out[..., :t, :]
+
+
+class LinearMultiHeadAttention(MultiHeadAttention):
+    """MultiHeadAttention whose inner softmax attention is replaced by linear attention (self-attention only)."""
+
+    def forward(self, x, context=None, mask=None, causal: bool = False, need_weights: bool = False, cache=None):
+        """x: (B, T, C) -> ((B, T, C), None); masks, caches, cross-attention and weights are not supported."""
+        if context is not None or mask is not None or cache is not None or need_weights:
+            raise NotImplementedError("LinearMultiHeadAttention supports plain (optionally causal) self-attention only")
+        q = self.split_heads(self.q_proj(x))  # (B, T, C) -> (B, H, T, D)
+        k = self.split_heads(self.k_proj(x))
+        v = self.split_heads(self.v_proj(x))
+        out = linear_attention(q, k, v, causal=causal)  # (B, H, T, D)
+        return self.out_proj(self.merge_heads(out)), None  # (B, H, T, D) -> (B, T, C)
+
+
+def use_linear_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every self-attention module named `self_attn` in a model by linear attention with the same weights."""
+    for module in list(model.modules()):
+        attn = getattr(module, "self_attn", None)
+        if isinstance(attn, MultiHeadAttention) and not isinstance(attn, LinearMultiHeadAttention):
+            bias = attn.q_proj.bias is not None
+            linear = LinearMultiHeadAttention(attn.d_model, attn.n_heads, attn.dropout, bias=bias)
+            linear.load_state_dict(attn.state_dict())
+            module.self_attn = linear.to(device=attn.q_proj.weight.device, dtype=attn.q_proj.weight.dtype)
+    return model

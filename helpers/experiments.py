@@ -1,0 +1,194 @@
+"""Toy tasks, a small encoder model and a seeded training harness for controlled ablations (introduced in 10_experiments)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.layers import Encoder, TransformerConfig
+from helpers.positional import make_positional
+from helpers.utils import set_seed
+
+TASKS = ("sort", "sort_desc")
+
+
+def make_task_batch(task: str, batch: int, seq_len: int, n_symbols: int = 10,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random digit sequences x (B, T) and their targets y (B, T): x sorted ascending ("sort") or descending."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    x = torch.randint(n_symbols, (batch, seq_len), generator=generator)  # (B, T)
+    y = x.sort(dim=1, descending=(task == "sort_desc")).values  # position i holds the i-th smallest (or largest)
+    return x, y
+
+
+class ToyEncoder(nn.Module):
+    """Token embedding + positional encoding ("sinusoidal", "learned" or "none") + Encoder + a per-position head."""
+
+    def __init__(self, cfg: TransformerConfig, n_symbols: int, positional: str = "sinusoidal", max_len: int = 64):
+        super().__init__()
+        self.d_model = cfg.d_model
+        self.embed = nn.Embedding(n_symbols, cfg.d_model)
+        self.pos = None if positional == "none" else make_positional(positional, cfg.d_model, max_len)
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.d_model, n_symbols)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T) token ids -> logits (B, T, n_symbols)."""
+        h = self.embed(x) * math.sqrt(self.d_model)  # (B, T) -> (B, T, C)
+        if self.pos is not None:
+            h = self.pos(h)
+        return self.head(self.encoder(h))  # (B, T, C) -> (B, T, n_symbols)
+
+
+@dataclass
+class ExperimentConfig:
+    """One controlled run: task, model, optimiser and training length."""
+
+    task: str = "sort"  # "sort" or "sort_desc"
+    seq_len: int = 8  # training sequence length
+    n_symbols: int = 10  # digits 0..9
+    d_model: int = 64  # token-vector width
+    n_heads: int = 4  # attention heads
+    n_layers: int = 1  # encoder blocks
+    d_ff: int | None = None  # FFN width; None means 4 * d_model
+    dropout: float = 0.0  # dropout in every block
+    norm_first: bool = True  # Pre-LN (True) or Post-LN (False)
+    positional: str = "sinusoidal"  # "sinusoidal", "learned" or "none"
+    max_len: int = 64  # longest sequence the positional encoding covers
+    lr: float = 1e-3  # peak learning rate of Adam
+    warmup_steps: int = 0  # linear warm-up steps (0: the full rate from the first step)
+    layer_decay: float = 1.0  # layer-wise learning-rate decay factor (1.0: the same rate everywhere)
+    weight_decay: float = 0.0  # AdamW weight decay
+    steps: int = 600  # optimiser steps
+    batch_size: int = 64  # sequences per step
+    train_size: int | None = None  # a fixed training set of this many sequences (None: fresh data every step)
+    eval_size: int = 1000  # validation sequences
+    eval_lens: tuple = ()  # extra sequence lengths to evaluate on after training
+    seed: int = 0  # seeds the model, the data and the batch order
+
+    def transformer_config(self) -> TransformerConfig:
+        """The TransformerConfig of the encoder stack."""
+        return TransformerConfig(d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
+                                 dropout=self.dropout, norm_first=self.norm_first)
+
+
+@dataclass
+class ExperimentResult:
+    """What a run measured: the training-loss curve and the final train/validation figures."""
+
+    config: ExperimentConfig
+    losses: list[float] = field(default_factory=list)  # training loss at every step
+    metrics: dict = field(default_factory=dict)  # train_loss, val_loss, val_acc, val_seq_acc, acc_T<n>, ...
+    model: nn.Module | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """True when the loss became NaN or infinite, or ended above where it started (nothing learnt)."""
+        finite = all(math.isfinite(v) for v in self.losses)
+        return not finite or self.metrics.get("train_loss", math.inf) >= self.losses[0]
+
+
+def layerwise_lr_groups(model: ToyEncoder, lr: float, decay: float) -> list[dict]:
+    """Parameter groups with lr * decay^depth: the head gets lr, each block below one more factor, embeddings the least."""
+    blocks = list(model.encoder.layers)
+    n = len(blocks)
+    groups = [{"params": list(model.head.parameters()) + list(model.encoder.norm.parameters()), "lr": lr}]
+    for i, block in enumerate(blocks):  # block n-1 sits just below the head
+        groups.append({"params": list(block.parameters()), "lr": lr * decay ** (n - i)})
+    low = list(model.embed.parameters()) + (list(model.pos.parameters()) if model.pos is not None else [])
+    groups.append({"params": low, "lr": lr * decay ** (n + 1)})
+    seen = {id(p) for g in groups for p in g["params"]}
+    missing = [name for name, p in model.named_parameters() if id(p) not in seen]
+    if missing:
+        raise ValueError(f"parameters left out of the groups: {missing}")
+    return [g for g in groups if g["params"]]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Loss, per-token accuracy and whole-sequence accuracy of a model on (x, y)."""
+    was_training = model.training
+    model.eval()
+    logits = model(x)  # (N, T, n_symbols)
+    model.train(was_training)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item()
+    correct = logits.argmax(dim=-1) == y  # (N, T)
+    return {"loss": loss, "acc": correct.float().mean().item(), "seq_acc": correct.all(dim=1).float().mean().item()}
+
+
+def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_model: bool = False) -> ExperimentResult:
+    """Train a ToyEncoder as cfg says (seeded) and return its loss curve and final metrics."""
+    set_seed(cfg.seed)
+    model = ToyEncoder(cfg.transformer_config(), cfg.n_symbols, cfg.positional, cfg.max_len)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    data_gen = torch.Generator().manual_seed(10_000 + cfg.seed)
+    val_x, val_y = make_task_batch(cfg.task, cfg.eval_size, cfg.seq_len, cfg.n_symbols, data_gen)
+    train_x = train_y = None
+    if cfg.train_size is not None:
+        train_x, train_y = make_task_batch(cfg.task, cfg.train_size, cfg.seq_len, cfg.n_symbols, data_gen)
+    groups = layerwise_lr_groups(model, cfg.lr, cfg.layer_decay)
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batch_gen = torch.Generator().manual_seed(20_000 + cfg.seed)
+    result = ExperimentResult(cfg)
+    model.train()
+    for step in range(cfg.steps):
+        scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * scale
+        if train_x is None:
+            x, y = make_task_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.n_symbols, batch_gen)
+        else:
+            idx = torch.randint(cfg.train_size, (cfg.batch_size,), generator=batch_gen)
+            x, y = train_x[idx], train_y[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        result.losses.append(loss.item())
+        if not math.isfinite(result.losses[-1]):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    fit_x, fit_y = (train_x, train_y) if train_x is not None else (val_x[:0], val_y[:0])
+    train_eval = evaluate(model, fit_x, fit_y) if train_x is not None else None
+    val = evaluate(model, val_x, val_y)
+    tail = [v for v in result.losses[-20:] if math.isfinite(v)]
+    result.metrics = {"train_loss": train_eval["loss"] if train_eval else (sum(tail) / len(tail) if tail else math.inf),
+                      "val_loss": val["loss"], "val_acc": val["acc"], "val_seq_acc": val["seq_acc"]}
+    if train_eval:
+        result.metrics["train_acc"] = train_eval["acc"]
+    for t in cfg.eval_lens:
+        x, y = make_task_batch(cfg.task, cfg.eval_size, t, cfg.n_symbols, torch.Generator().manual_seed(30_000 + t))
+        result.metrics[f"acc_T{t}"] = evaluate(model, x, y)["acc"]
+    if keep_model:
+        result.model = model
+    return result
+
+
+def run_seeds(cfg: ExperimentConfig, seeds, **kwargs) -> list[ExperimentResult]:
+    """Run the same configuration once per seed."""
+    return [run_experiment(replace(cfg, seed=s), **kwargs) for s in seeds]
+
+
+def summarize(results: list[ExperimentResult], key: str) -> tuple[float, float, float]:
+    """(mean, min, max) of one metric over runs (for example over seeds)."""
+    values = [r.metrics[key] for r in results]
+    return sum(values) / len(values), min(values), max(values)
+
+
+def result_rows(results: list[ExperimentResult], *fields: str) -> list[dict]:
+    """One dict per run: the named config fields, the seed and every metric (for a pandas DataFrame)."""
+    return [{**{f: getattr(r.config, f) for f in fields}, "seed": r.config.seed, **r.metrics} for r in results]
+
+
+def spread(values) -> str:
+    """Format numbers as "mean [min–max]" (just the number when there is one)."""
+    values = list(values)
+    mean = sum(values) / len(values)
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} [{min(values):.2f}–{max(values):.2f}]"

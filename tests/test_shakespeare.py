@@ -1,0 +1,82 @@
+"""Tiny Shakespeare loader, character tokenizer, split and batches."""
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+from helpers.data import DataUnavailableError
+from helpers.shakespeare import CharTokenizer, eval_windows, get_batch, load_dataset, load_text, split_data
+
+
+def test_tokenizer_round_trip_and_vocabulary():
+    tok = CharTokenizer.from_text("hello world")
+    assert tok.chars == [" ", "d", "e", "h", "l", "o", "r", "w"]
+    assert tok.vocab_size == 8
+    ids = tok.encode("hold low")
+    assert ids == [3, 5, 4, 1, 0, 4, 5, 7]
+    assert tok.decode(ids) == "hold low"
+    assert tok.decode(torch.tensor(ids)) == "hold low"
+    assert CharTokenizer.from_dict(tok.to_dict()).chars == tok.chars
+
+
+def test_tokenizer_rejects_unknown_characters():
+    tok = CharTokenizer.from_text("abc")
+    with pytest.raises(ValueError, match="outside the vocabulary.*'z'"):
+        tok.encode("abz")
+    with pytest.raises(ValueError, match="ids outside"):
+        tok.decode([0, 3])
+    with pytest.raises(ValueError):
+        CharTokenizer(["a", "a"])
+
+
+def test_real_data_split_is_90_10():
+    ds = load_dataset()
+    assert len(ds.text) == 1_115_394
+    assert ds.tokenizer.vocab_size == 65
+    assert len(ds.train) == 1_003_854 and len(ds.train) + len(ds.val) == len(ds.text)
+    assert ds.tokenizer.decode(ds.train[:14]) == "First Citizen:"
+    assert ds.tokenizer.decode(ds.val[-len(ds.text) + len(ds.train):][:5]) == ds.text[1_003_854:1_003_859]
+
+
+def test_split_data_fraction():
+    train, val = split_data(torch.arange(10), 0.9)
+    assert train.tolist() == list(range(9)) and val.tolist() == [9]
+    with pytest.raises(ValueError):
+        split_data(torch.arange(10), 1.0)
+
+
+def test_get_batch_targets_are_inputs_shifted_by_one():
+    data = torch.arange(100)
+    x, y = get_batch(data, 4, 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 8)
+    assert torch.equal(y, x + 1)  # data[i] = i, so the next character is i + 1
+    x2, _ = get_batch(data, 4, 8, torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2)
+    with pytest.raises(ValueError):
+        get_batch(torch.arange(8), 2, 8)
+
+
+def test_eval_windows_cover_the_data_without_overlap():
+    x, y = eval_windows(torch.arange(35), 8)
+    assert x.shape == (4, 8)
+    assert x.flatten().tolist() == list(range(32))
+    assert torch.equal(y, x + 1)
+    xs, _ = eval_windows(torch.arange(1001), 10, max_windows=3)
+    assert xs[:, 0].tolist() == [0, 500, 990]
+
+
+def test_offline_without_local_copy_says_where_to_put_the_file(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataUnavailableError, match="tinyshakespeare.txt"):
+        load_text(data_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_corrupt_local_copy_is_rejected(tmp_path):
+    (tmp_path / "tinyshakespeare.txt").write_text("not shakespeare")
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_text(data_dir=tmp_path)

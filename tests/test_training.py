@@ -1,0 +1,89 @@
+"""The training loop: schedule, loss going down, exact resume, evaluation and logs."""
+import csv
+import math
+
+import pytest
+import torch
+
+from helpers.models import GPT, GPTConfig
+from helpers.shakespeare import load_dataset
+from helpers.training import TrainConfig, Trainer, evaluate_lm, load_checkpoint, resume_trainer, warmup_cosine
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset()
+
+
+def tiny_model(vocab_size, dropout=0.0, seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=32, d_model=48, n_heads=4, n_layers=2, dropout=dropout))
+
+
+def test_warmup_then_cosine():
+    lrs = [warmup_cosine(s, 10, 110, min_ratio=0.1) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.55)  # halfway through the decay: 0.1 + 0.9 * 0.5
+    assert lrs[110] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_loss_decreases_on_a_small_run(data):
+    model = tiny_model(data.tokenizer.vocab_size)
+    cfg = TrainConfig(max_steps=150, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=75, eval_windows=32)
+    trainer = Trainer(model, data.train, data.val, cfg, block_size=32)
+    log = trainer.run(progress=False)
+    val = [row["val_loss"] for row in log]
+    assert [row["step"] for row in log] == [0, 75, 150]
+    assert val[0] > val[1] > val[2]
+    assert val[0] == pytest.approx(math.log(65), abs=0.05) and val[2] < 2.9
+    first, last = trainer.losses[:10], trainer.losses[-10:]
+    assert sum(last) / 10 < sum(first) / 10 - 1.0
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(data, tmp_path):
+    cfg = TrainConfig(max_steps=12, batch_size=4, grad_accum=2, lr=2e-3, warmup_steps=3, eval_interval=4,
+                      eval_windows=8, seed=5)
+    vocab = data.tokenizer.vocab_size
+    straight = Trainer(tiny_model(vocab, dropout=0.1), data.train, data.val, cfg, block_size=32)
+    straight.run(progress=False)
+
+    first = Trainer(tiny_model(vocab, dropout=0.1), data.train, data.val, cfg, block_size=32,
+                    extra={"tokenizer": data.tokenizer.to_dict()})
+    first.run(steps=7, progress=False)
+    path = first.save(tmp_path / "state.pt")
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
+    resumed = resume_trainer(path, tiny_model(vocab, dropout=0.1, seed=99), data.train, data.val)
+    assert resumed.step == 7 and resumed.extra["tokenizer"] == data.tokenizer.to_dict()
+    resumed.run(progress=False)
+
+    assert resumed.losses == straight.losses  # bit for bit
+    assert [r["val_loss"] for r in resumed.log] == [r["val_loss"] for r in straight.log]
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    state = load_checkpoint(path)  # weights_only=True
+    assert set(state) >= {"model", "optimizer", "scheduler", "step", "rng", "train_config", "tokenizer"}
+
+
+def test_evaluate_full_split_and_standard_error(data):
+    model = tiny_model(data.tokenizer.vocab_size)
+    loss, se = evaluate_lm(model, data.val[:3300], block_size=32, batch_size=40)
+    assert loss == pytest.approx(math.log(65), abs=0.05)
+    assert 0 < se < 0.01
+
+
+def test_time_limit_and_logs(data, tmp_path):
+    cfg = TrainConfig(max_steps=1000, batch_size=2, warmup_steps=1, eval_interval=500, eval_windows=4,
+                      time_limit=0.0)
+    trainer = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, cfg, block_size=32)
+    trainer.run(progress=False)
+    assert trainer.step == 1 and len(trainer.log) == 2  # evaluated at the start and where it stopped
+    trainer.write_logs(tmp_path / "log.csv", tmp_path / "log.json")
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 1]
+    assert (tmp_path / "log.json").exists()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        TrainConfig(max_steps=10, warmup_steps=11)
