@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from helpers.metrics import collect_metrics, format_value, sync_readme, write_results
+from helpers.metrics import MetricRecorder, collect_metrics, format_value, sync_readme, write_results
 from helpers.utils import NOTEBOOKS_DIR, PROJECT_ROOT, artifacts_dir, atomic_write_text, relative
 
 KERNEL = "python3"
@@ -118,6 +118,16 @@ def report_failure(path: Path, out_path: Path, err: Exception) -> None:
     print(f"  partially executed copy: {relative(out_path)}", file=sys.stderr)
 
 
+def record_run_times(rows: list[dict], total_seconds: float, mode: str) -> None:
+    """Record the run time of a complete course run (every notebook, none failed) among the results."""
+    recorder = MetricRecorder("00_run_all", mode)
+    recorder.record("run_all.total_minutes", total_seconds / 60, "min",
+                    f"one uninterrupted `python run_all.py{' --quick' if mode == 'quick' else ''}`: "
+                    f"{len(rows)} notebooks and their HTML reports")
+    for r in rows:
+        recorder.record(f"run_all.seconds_{r['name'][:2]}", r["seconds"], "s", f"{r['name']}, executed by papermill")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run the selected notebooks and write the reports; return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             break
     bar.close()
 
+    complete = not failed and not args.only and not args.start and len(rows) == len(discover(args.notebooks_dir))
+    if complete and args.notebooks_dir.resolve() == NOTEBOOKS_DIR.resolve():
+        record_run_times(rows, time.perf_counter() - started, mode)
     json_path, md_path = write_results(mode)
     readme = args.notebooks_dir.parent / "README.md"
     if mode == "full" and readme.exists() and "<!-- results:start -->" in readme.read_text():

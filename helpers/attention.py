@@ -60,15 +60,21 @@ def scaled_dot_product_attention(
     _check_qkv(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = q @ k.transpose(-2, -1) * scale  # (..., T_q, d_k) @ (..., d_k, T_k) -> (..., T_q, T_k)
+    dead = None  # queries with nothing to attend to, found from the (small) mask rather than the scores
     if mask is not None:
         _check_mask(mask, scores.shape)
         if mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, float("-inf"))
+            dead = ~mask.any(dim=-1, keepdim=True)
         else:
             scores = scores + mask
-    dead = torch.isneginf(scores).all(dim=-1, keepdim=True)  # queries with nothing to attend to
-    scores = scores.masked_fill(dead, 0.0)
-    attn_weights = torch.softmax(scores, dim=-1).masked_fill(dead, 0.0)
+            dead = torch.isneginf(mask).all(dim=-1, keepdim=True)
+        if not dead.any():
+            dead = None  # the common case (causal or padding masks with a real token): nothing to repair
+    if dead is None:
+        attn_weights = torch.softmax(scores, dim=-1)
+    else:  # softmax over a row of -inf would give NaN: give those rows zero weights instead
+        attn_weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
     dropped = F.dropout(attn_weights, p=dropout_p) if dropout_p > 0 else attn_weights
     return dropped @ v, attn_weights  # (..., T_q, T_k) @ (..., T_k, d_v) -> (..., T_q, d_v)
 

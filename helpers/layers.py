@@ -20,6 +20,8 @@ class TransformerConfig:
     n_layers: int = 2  # blocks in a stack
     d_ff: int | None = None  # hidden width of the feed-forward network; None means 4 * d_model
     dropout: float = 0.1  # dropout on attention weights, sublayer outputs and inside the FFN
+    attn_dropout: float | None = None  # dropout on attention weights; None means `dropout`
+    ffn_dropout: float | None = None  # dropout inside the FFN (after the activation); None means `dropout`
     norm_first: bool = True  # Pre-LN (True) or Post-LN (False, as in the 2017 paper)
     residual: bool = True  # residual connections; switch off only to study gradient flow
     activation: str = "gelu"  # "gelu" or "relu"
@@ -30,6 +32,10 @@ class TransformerConfig:
     def __post_init__(self):
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
+        if self.attn_dropout is None:
+            self.attn_dropout = self.dropout
+        if self.ffn_dropout is None:
+            self.ffn_dropout = self.dropout
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.d_model % self.n_heads != 0:
@@ -77,8 +83,8 @@ class EncoderBlock(_Sublayers):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__(cfg, 2)
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.bias, cfg.use_sdpa)
-        self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout, cfg.activation, cfg.bias)
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
+        self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
                 need_weights: bool = False, cache: dict | None = None) -> torch.Tensor:
@@ -99,9 +105,9 @@ class DecoderBlock(_Sublayers):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__(cfg, 3)
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.bias, cfg.use_sdpa)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.bias, cfg.use_sdpa)
-        self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout, cfg.activation, cfg.bias)
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
+        self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, causal: bool = True, need_weights: bool = False,

@@ -22,7 +22,9 @@ class GPTConfig:
     n_heads: int = 4  # attention heads per layer; d_head = d_model // n_heads
     n_layers: int = 4  # number of blocks
     d_ff: int | None = None  # FFN hidden width; None means 4 * d_model
-    dropout: float = 0.0  # dropout on embeddings, attention weights and sublayer outputs
+    dropout: float = 0.0  # dropout on embeddings and sublayer outputs (the residual branches)
+    attn_dropout: float | None = None  # dropout on attention weights; None means `dropout`
+    ffn_dropout: float | None = None  # dropout inside the FFN; None means `dropout` (both are slow on CPU)
     bias: bool = True  # biases in linear layers and LayerNorms
     use_sdpa: bool = True  # fused attention kernel for training and scoring (proven equal by the tests)
 
@@ -38,7 +40,8 @@ class GPTConfig:
     def block_config(self) -> TransformerConfig:
         """The TransformerConfig of one Pre-LN block with a GELU feed-forward network."""
         return TransformerConfig(d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
-                                 dropout=self.dropout, norm_first=True, activation="gelu", bias=self.bias,
+                                 dropout=self.dropout, attn_dropout=self.attn_dropout, ffn_dropout=self.ffn_dropout,
+                                 norm_first=True, activation="gelu", bias=self.bias,
                                  use_sdpa=self.use_sdpa)
 
 

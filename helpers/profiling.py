@@ -192,12 +192,17 @@ def benchmark_attention(method: str, batch: int, n_heads: int, seq_len: int, d_h
     return row
 
 
-def training_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
-    """A closure running one training step of a language model whose forward(x, y) returns (logits, loss)."""
+def training_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                     amp: bool = False):
+    """A closure running one training step of a language model whose forward(x, y) returns (logits, loss).
+
+    amp=True runs the forward pass under bfloat16 autocast, as notebook 06 trains.
+    """
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        _, loss = model(x, y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            _, loss = model(x, y)
         loss.backward()
         optimizer.step()
 

@@ -76,6 +76,7 @@ class TrainConfig:
     eval_windows: int | None = None  # validation windows per evaluation; None = the whole validation split
     eval_batch_size: int = 64  # windows per forward pass during evaluation
     time_limit: float | None = None  # stop early once training wall time exceeds this many seconds
+    time_budget: float | None = None  # fit the schedule to this many seconds: max_steps is re-derived after warmup
     seed: int = 0  # seeds the batch sampler and dropout
     compile: bool = False  # torch.compile the model for training steps
     flush_denormal: bool = True  # treat tiny (denormal) floats as zero on CPU: they can slow float32 maths 4x
@@ -85,6 +86,8 @@ class TrainConfig:
             raise ValueError("max_steps, batch_size and grad_accum must be positive")
         if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps must be in 0..max_steps, got {self.warmup_steps}")
+        if self.time_budget is not None and (self.time_budget <= 0 or self.warmup_steps < 4):
+            raise ValueError("time_budget needs a positive number of seconds and warmup_steps >= 4 to time the steps")
 
 
 @torch.no_grad()
@@ -129,6 +132,7 @@ class Trainer:
         schedule = partial(warmup_cosine, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps,
                            min_ratio=cfg.min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self._schedule = schedule
         self.generator = torch.Generator().manual_seed(cfg.seed)  # batch sampling
         if cfg.flush_denormal:
             torch.set_flush_denormal(True)  # a process-wide switch; it stays on after training
@@ -175,7 +179,8 @@ class Trainer:
         val_loss, val_se = evaluate_lm(self.model, self.val_data, self.block_size, self.cfg.eval_batch_size,
                                        self.cfg.eval_windows)
         self.eval_seconds += time.perf_counter() - t0
-        recent = self.losses[-max(1, self.cfg.eval_interval):] or [float("nan")]
+        since = self.log[-1]["step"] if self.log else 0
+        recent = self.losses[since:] or [float("nan")]  # the training steps since the previous evaluation
         row = {"step": self.step, "train_seconds": round(self.train_seconds, 3), "lr": self.scheduler.get_last_lr()[0],
                "train_loss": sum(recent) / len(recent), "val_loss": val_loss, "val_se": val_se,
                "tokens": self.step * self.cfg.batch_size * self.cfg.grad_accum * self.block_size}
@@ -198,6 +203,9 @@ class Trainer:
             t0 = time.perf_counter()
             loss = self.train_step()
             self.train_seconds += time.perf_counter() - t0
+            self._fit_to_budget()
+            stop = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, stop)
+            bar.total = stop
             bar.set_postfix_str(f"loss {loss:.3f}", refresh=False)
             bar.update(1)
             out_of_time = self.cfg.time_limit is not None and self.train_seconds >= self.cfg.time_limit
@@ -212,6 +220,24 @@ class Trainer:
                 break
         bar.close()
         return self.log
+
+    def _fit_to_budget(self) -> None:
+        """At the end of warmup, set max_steps so that the cosine decay ends when time_budget is spent.
+
+        The step time is measured over the second half of the warmup (the first steps are slower).
+        The new max_steps goes into the config and so into checkpoints: a resumed run keeps the same schedule.
+        """
+        budget, warmup = self.cfg.time_budget, self.cfg.warmup_steps
+        if budget is None:
+            return
+        if self.step == warmup // 2:
+            self._budget_mark = self.train_seconds
+        elif self.step == warmup and hasattr(self, "_budget_mark"):
+            step_seconds = (self.train_seconds - self._budget_mark) / (warmup - warmup // 2)
+            remaining = int((budget - self.train_seconds) / step_seconds)
+            self.cfg.max_steps = max(warmup + 1, warmup + remaining)
+            self._schedule.keywords["total_steps"] = self.cfg.max_steps
+            print(f"time budget {budget:.0f} s at {1000 * step_seconds:.0f} ms per step: max_steps = {self.cfg.max_steps}")
 
     def _report(self, row: dict, bar, on_eval) -> None:
         """Print one line per evaluation and call the user's hook."""

@@ -153,3 +153,14 @@ def test_positional_modules_add_position_vectors_and_check_length(kind):
         make_positional("rotary-ish", 8, 10)
     assert isinstance(make_positional("learned", 8, 10), LearnedPositionalEmbedding)
     assert isinstance(make_positional("sinusoidal", 8, 10), SinusoidalPositionalEncoding)
+
+
+def test_dropout_can_be_limited_to_the_residual_branches():
+    block = EncoderBlock(TransformerConfig(d_model=16, n_heads=2, dropout=0.2, attn_dropout=0.0, ffn_dropout=0.0))
+    assert block.self_attn.dropout == 0.0 and block.ff.dropout.p == 0.0
+    assert [d.p for d in block.drops] == [0.2, 0.2]
+    default = EncoderBlock(TransformerConfig(d_model=16, n_heads=2, dropout=0.2))  # None: the same rate everywhere
+    assert default.self_attn.dropout == 0.2 and default.ff.dropout.p == 0.2
+    x = torch.randn(2, 5, 16)
+    block.eval()
+    assert torch.equal(block(x), block(x))  # no dropout at evaluation

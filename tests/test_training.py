@@ -87,3 +87,16 @@ def test_time_limit_and_logs(data, tmp_path):
 def test_config_validation():
     with pytest.raises(ValueError):
         TrainConfig(max_steps=10, warmup_steps=11)
+    with pytest.raises(ValueError, match="time_budget"):
+        TrainConfig(max_steps=10, warmup_steps=2, time_budget=60.0)
+
+
+def test_time_budget_fits_the_schedule_to_the_measured_step_time(data):
+    cfg = TrainConfig(max_steps=100_000, batch_size=2, lr=1e-3, warmup_steps=8, min_lr_ratio=0.1,
+                      eval_interval=100_000, eval_windows=4, time_budget=1.0)
+    trainer = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, cfg, block_size=32)
+    trainer.run(progress=False)
+    assert 8 < trainer.cfg.max_steps < 100_000  # re-derived from the step time measured during warmup
+    assert trainer.step == trainer.cfg.max_steps  # the run ends where the schedule ends ...
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(1e-4)  # ... at the bottom of the cosine
+    assert trainer.state_dict()["train_config"]["max_steps"] == trainer.cfg.max_steps  # a resume keeps it

@@ -1,0 +1,26 @@
+"""One char-GPT tuning run: the settings of notebook 06 with overrides given as JSON; prints one line per minute.
+
+    python artifacts/tuning/tune_char_gpt.py '{"model": {"d_model": 192, ...}, "train": {"batch_size": 16, ...}}'
+
+The logs beside this file are the runs that chose notebook 06's full settings (see README.md here).
+"""
+import json
+import sys
+import time
+
+import torch
+
+from helpers.models import GPT, GPTConfig
+from helpers.shakespeare import load_dataset
+from helpers.training import TrainConfig, Trainer
+
+spec = json.loads(sys.argv[1])
+ds = load_dataset()
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
+print(f"params {model.num_params():,}", flush=True)
+cfg = TrainConfig(amp=True, eval_interval=100_000, eval_at_seconds=list(range(60, 601, 60)), seed=0, **spec["train"])
+trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
+t0 = time.time()
+trainer.run(progress=False)
+print("wall", time.time() - t0, "steps", trainer.step, "train_s", trainer.train_seconds, flush=True)
