@@ -114,7 +114,7 @@ def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_siz
 
 
 _STATE_KEYS = {"model", "optimizer", "scheduler", "step", "rng", "train_config", "block_size", "train_seconds",
-               "eval_seconds", "losses", "log", "pending_marks"}
+               "eval_seconds", "losses", "log", "pending_marks", "budget_fit"}
 
 
 class Trainer:
@@ -143,6 +143,7 @@ class Trainer:
         self.losses: list[float] = []  # training loss of every step
         self.log: list[dict] = []  # one row per evaluation
         self._pending_marks = sorted(cfg.eval_at_seconds)
+        self._budget_fit: dict | None = None  # time_budget bookkeeping (see _fit_to_budget)
         self._forward = torch.compile(model) if cfg.compile else model
 
     @property
@@ -222,22 +223,30 @@ class Trainer:
         return self.log
 
     def _fit_to_budget(self) -> None:
-        """At the end of warmup, set max_steps so that the cosine decay ends when time_budget is spent.
+        """Set max_steps so that the cosine decay ends when time_budget is spent; fit again halfway through.
 
-        The step time is measured over the second half of the warmup (the first steps are slower).
-        The new max_steps goes into the config and so into checkpoints: a resumed run keeps the same schedule.
+        The first fit uses the step time of the second half of the warmup (the first steps are slower); the second
+        uses the steps since then, so a machine that slows down still ends its schedule in time.
+        The fits go into the config and the training state, so a resumed run keeps the same schedule.
         """
         budget, warmup = self.cfg.time_budget, self.cfg.warmup_steps
         if budget is None:
             return
         if self.step == warmup // 2:
-            self._budget_mark = self.train_seconds
-        elif self.step == warmup and hasattr(self, "_budget_mark"):
-            step_seconds = (self.train_seconds - self._budget_mark) / (warmup - warmup // 2)
-            remaining = int((budget - self.train_seconds) / step_seconds)
-            self.cfg.max_steps = max(warmup + 1, warmup + remaining)
-            self._schedule.keywords["total_steps"] = self.cfg.max_steps
-            print(f"time budget {budget:.0f} s at {1000 * step_seconds:.0f} ms per step: max_steps = {self.cfg.max_steps}")
+            self._budget_fit = {"mark_step": self.step, "mark_seconds": self.train_seconds, "refit_step": None}
+            return
+        fit = self._budget_fit
+        if fit is None or self.step not in (warmup, fit["refit_step"]):
+            return
+        step_seconds = (self.train_seconds - fit["mark_seconds"]) / (self.step - fit["mark_step"])
+        remaining = int((budget - self.train_seconds) / step_seconds)
+        self.cfg.max_steps = max(self.step + 1, self.step + remaining)
+        self._schedule.keywords["total_steps"] = self.cfg.max_steps
+        first = self.step == warmup
+        self._budget_fit = {"mark_step": self.step, "mark_seconds": self.train_seconds,
+                            "refit_step": (self.step + self.cfg.max_steps) // 2 if first else None}
+        tqdm.write(f"time budget {budget:.0f} s at {1000 * step_seconds:.0f} ms per step (step {self.step}): "
+                   f"max_steps = {self.cfg.max_steps}", file=sys.stdout)
 
     def _report(self, row: dict, bar, on_eval) -> None:
         """Print one line per evaluation and call the user's hook."""
@@ -258,7 +267,8 @@ class Trainer:
                 "train_config": asdict(self.cfg), "block_size": self.block_size,
                 "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "losses": list(self.losses), "log": [dict(r) for r in self.log],
-                "pending_marks": list(self._pending_marks), **self.extra}
+                "pending_marks": list(self._pending_marks),
+                "budget_fit": None if self._budget_fit is None else dict(self._budget_fit), **self.extra}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a state saved by state_dict (the model and data must already match it)."""
@@ -271,6 +281,7 @@ class Trainer:
         self.train_seconds, self.eval_seconds = state["train_seconds"], state["eval_seconds"]
         self.losses, self.log = list(state["losses"]), [dict(r) for r in state["log"]]
         self._pending_marks = list(state["pending_marks"])
+        self._budget_fit = state.get("budget_fit")
 
     def save(self, path: Path | str) -> Path:
         """Write the full training state atomically."""

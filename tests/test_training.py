@@ -100,3 +100,15 @@ def test_time_budget_fits_the_schedule_to_the_measured_step_time(data):
     assert trainer.step == trainer.cfg.max_steps  # the run ends where the schedule ends ...
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(1e-4)  # ... at the bottom of the cosine
     assert trainer.state_dict()["train_config"]["max_steps"] == trainer.cfg.max_steps  # a resume keeps it
+
+
+def test_time_budget_fit_survives_a_resume(data, tmp_path):
+    cfg = TrainConfig(max_steps=100_000, batch_size=2, warmup_steps=8, eval_interval=100_000, eval_windows=4,
+                      time_budget=1.0)
+    vocab = data.tokenizer.vocab_size
+    first = Trainer(tiny_model(vocab), data.train, data.val, cfg, block_size=32)
+    first.run(steps=10, progress=False)  # past the first fit at the end of warmup
+    assert first.cfg.max_steps < 100_000 and first._budget_fit["refit_step"] > 10
+    resumed = resume_trainer(first.save(tmp_path / "state.pt"), tiny_model(vocab), data.train, data.val)
+    assert resumed.cfg.max_steps == first.cfg.max_steps
+    assert resumed._budget_fit == first._budget_fit  # the halfway refit still happens after a resume
