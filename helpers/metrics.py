@@ -39,7 +39,7 @@ def format_value(value: float) -> str:
     """Format a figure with a sensible number of significant digits."""
     if value == int(value) and abs(value) < 1e12:
         return f"{int(value):,}"
-    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"  # never an exponent: 12,345 rather than 1.234e+04
 
 
 def results_table(metrics: dict[str, dict]) -> list[str]:

@@ -131,3 +131,12 @@ def test_readme_results_section_is_rewritten_from_metrics(tmp_path, monkeypatch)
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="results:start"):
         metrics.sync_readme(readme)
+
+
+def test_metric_values_are_formatted_without_positive_exponents():
+    from helpers.metrics import format_value
+
+    assert format_value(15740.4) == "15,740"
+    assert format_value(1816896.0) == "1,816,896"
+    assert format_value(1.5407667) == "1.541"
+    assert format_value(2.384e-07) == "2.384e-07"
