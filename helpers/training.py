@@ -76,7 +76,7 @@ class TrainConfig:
     eval_windows: int | None = None  # validation windows per evaluation; None = the whole validation split
     eval_batch_size: int = 64  # windows per forward pass during evaluation
     time_limit: float | None = None  # stop early once training wall time exceeds this many seconds
-    time_budget: float | None = None  # fit the schedule to this many seconds: max_steps is re-derived after warmup
+    time_budget: float | None = None  # fit the schedule to this many seconds (max_steps re-derived after warmup, halfway)
     seed: int = 0  # seeds the batch sampler and dropout
     compile: bool = False  # torch.compile the model for training steps
     flush_denormal: bool = True  # treat tiny (denormal) floats as zero on CPU: they can slow float32 maths 4x
