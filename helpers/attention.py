@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.dropout import dropout
+
 
 def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
     """Raise a ValueError naming the shapes when a mask cannot broadcast to the scores."""
@@ -75,7 +77,7 @@ def scaled_dot_product_attention(
         attn_weights = torch.softmax(scores, dim=-1)
     else:  # softmax over a row of -inf would give NaN: give those rows zero weights instead
         attn_weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
-    dropped = F.dropout(attn_weights, p=dropout_p) if dropout_p > 0 else attn_weights
+    dropped = dropout(attn_weights, dropout_p) if dropout_p > 0 else attn_weights
     return dropped @ v, attn_weights  # (..., T_q, T_k) @ (..., T_k, d_v) -> (..., T_q, d_v)
 
 

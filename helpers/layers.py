@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from helpers.attention import MultiHeadAttention
+from helpers.dropout import Dropout
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
@@ -50,7 +51,7 @@ class FeedForward(nn.Module):
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.activation = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ class _Sublayers(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias) for _ in range(n))
-        self.drops = nn.ModuleList(nn.Dropout(cfg.dropout) for _ in range(n))
+        self.drops = nn.ModuleList(Dropout(cfg.dropout) for _ in range(n))
         self.attn_weights: dict[str, torch.Tensor] = {}
 
     def sublayer(self, i: int, x: torch.Tensor, fn) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.dropout import Dropout
 from helpers.layers import EncoderBlock, TransformerConfig
 from helpers.positional import LearnedPositionalEmbedding
 
@@ -54,7 +55,7 @@ class GPT(nn.Module):
         block_cfg = cfg.block_config()
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = LearnedPositionalEmbedding(cfg.d_model, cfg.block_size)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         # A decoder-only block is an encoder block called with causal=True: no cross-attention.
         self.blocks = nn.ModuleList(EncoderBlock(block_cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias)

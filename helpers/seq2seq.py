@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import padding_mask
+from helpers.dropout import Dropout
 from helpers.layers import Decoder, Encoder, TransformerConfig
 from helpers.positional import SinusoidalPositionalEncoding
 from helpers.training import make_adamw, warmup_cosine
@@ -49,7 +50,7 @@ class Seq2Seq(nn.Module):
         self.src_embed = nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
         self.tgt_embed = nn.Embedding(cfg.tgt_vocab_size, cfg.d_model, padding_idx=PAD_ID)
         self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.max_len)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoder = Encoder(cfg.block_config(cfg.n_enc_layers))
         self.decoder = Decoder(cfg.block_config(cfg.n_dec_layers))
         self.generator = nn.Linear(cfg.d_model, cfg.tgt_vocab_size)
