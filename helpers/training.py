@@ -76,7 +76,7 @@ class TrainConfig:
     eval_windows: int | None = None  # validation windows per evaluation; None = the whole validation split
     eval_batch_size: int = 64  # windows per forward pass during evaluation
     time_limit: float | None = None  # stop early once training wall time exceeds this many seconds
-    time_budget: float | None = None  # fit the schedule to this many seconds (max_steps re-derived after warmup, halfway)
+    time_budget: float | None = None  # fit the schedule to this many seconds (max_steps re-derived 4 times)
     seed: int = 0  # seeds the batch sampler and dropout
     compile: bool = False  # torch.compile the model for training steps
     flush_denormal: bool = True  # treat tiny (denormal) floats as zero on CPU: they can slow float32 maths 4x
@@ -112,6 +112,8 @@ def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_siz
     se = losses.std().item() / math.sqrt(len(losses)) if len(losses) > 1 else float("nan")
     return losses.mean().item(), se
 
+
+_BUDGET_REFITS = 3  # time_budget: fits after the first one, at 1/4, 1/2 and 3/4 of the way
 
 _STATE_KEYS = {"model", "optimizer", "scheduler", "step", "rng", "train_config", "block_size", "train_seconds",
                "eval_seconds", "losses", "log", "pending_marks", "budget_fit"}
@@ -223,17 +225,20 @@ class Trainer:
         return self.log
 
     def _fit_to_budget(self) -> None:
-        """Set max_steps so that the cosine decay ends when time_budget is spent; fit again halfway through.
+        """Set max_steps so that the cosine decay ends when time_budget is spent; fit again 3 times on the way.
 
-        The first fit uses the step time of the second half of the warmup (the first steps are slower); the second
-        uses the steps since then, so a machine that slows down still ends its schedule in time.
+        The first fit uses the step time of the second half of the warmup (the first steps are slower). The refits,
+        a quarter, a half and three quarters of the way to the fitted end, each use the steps since the previous
+        fit: a wrong first estimate (a few slow seconds during warmup) is corrected early, and a machine that slows
+        down or speeds up later still ends its schedule close to the budget.
         The fits go into the config and the training state, so a resumed run keeps the same schedule.
         """
         budget, warmup = self.cfg.time_budget, self.cfg.warmup_steps
         if budget is None:
             return
         if self.step == warmup // 2:
-            self._budget_fit = {"mark_step": self.step, "mark_seconds": self.train_seconds, "refit_step": None}
+            self._budget_fit = {"mark_step": self.step, "mark_seconds": self.train_seconds, "refit_step": None,
+                                "refits_left": _BUDGET_REFITS}
             return
         fit = self._budget_fit
         if fit is None or self.step not in (warmup, fit["refit_step"]):
@@ -242,9 +247,10 @@ class Trainer:
         remaining = int((budget - self.train_seconds) / step_seconds)
         self.cfg.max_steps = max(self.step + 1, self.step + remaining)
         self._schedule.keywords["total_steps"] = self.cfg.max_steps
-        first = self.step == warmup
+        left = fit.get("refits_left", 0) - (self.step != warmup)  # refits still to come after this fit
+        refit_step = self.step + (self.cfg.max_steps - self.step) // (left + 1) if left > 0 else None
         self._budget_fit = {"mark_step": self.step, "mark_seconds": self.train_seconds,
-                            "refit_step": (self.step + self.cfg.max_steps) // 2 if first else None}
+                            "refit_step": refit_step if refit_step != self.step else None, "refits_left": left}
         tqdm.write(f"time budget {budget:.0f} s at {1000 * step_seconds:.0f} ms per step (step {self.step}): "
                    f"max_steps = {self.cfg.max_steps}", file=sys.stdout)
 

@@ -98,6 +98,7 @@ def test_time_budget_fits_the_schedule_to_the_measured_step_time(data):
     trainer.run(progress=False)
     assert 8 < trainer.cfg.max_steps < 100_000  # re-derived from the step time measured during warmup
     assert trainer.step == trainer.cfg.max_steps  # the run ends where the schedule ends ...
+    assert trainer._budget_fit["refits_left"] == 0 and trainer._budget_fit["refit_step"] is None  # all refits done
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(1e-4)  # ... at the bottom of the cosine
     assert trainer.state_dict()["train_config"]["max_steps"] == trainer.cfg.max_steps  # a resume keeps it
 
@@ -111,4 +112,4 @@ def test_time_budget_fit_survives_a_resume(data, tmp_path):
     assert first.cfg.max_steps < 100_000 and first._budget_fit["refit_step"] > 10
     resumed = resume_trainer(first.save(tmp_path / "state.pt"), tiny_model(vocab), data.train, data.val)
     assert resumed.cfg.max_steps == first.cfg.max_steps
-    assert resumed._budget_fit == first._budget_fit  # the halfway refit still happens after a resume
+    assert resumed._budget_fit == first._budget_fit  # the refits still happen after a resume
