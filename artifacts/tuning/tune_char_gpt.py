@@ -15,11 +15,13 @@ from helpers.shakespeare import load_dataset
 from helpers.training import TrainConfig, Trainer
 
 spec = json.loads(sys.argv[1])
+seed = spec["train"].pop("seed", 0)  # initialisation, batches and dropout
 ds = load_dataset()
-torch.manual_seed(0)
+torch.manual_seed(seed)
 model = GPT(GPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
 print(f"params {model.num_params():,}", flush=True)
-cfg = TrainConfig(amp=True, eval_interval=100_000, eval_at_seconds=list(range(60, 601, 60)), seed=0, **spec["train"])
+cfg = TrainConfig(amp=True, eval_interval=100_000, eval_at_seconds=list(range(60, 601, 60)), seed=seed,
+                  **spec["train"])
 trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
 t0 = time.time()
 trainer.run(progress=False)
