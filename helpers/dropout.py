@@ -1,7 +1,7 @@
 """Dropout with a mask that is cheap to draw on a CPU (used by every block from 05_transformer_block on).
 
 PyTorch's dropout draws one random number per element. On a CPU that costs more than the multiplication it
-guards: for a (16, 128, 192) activation, drawing the mask takes about four times as long as applying it. Here one
+guards: for a (16, 128, 192) activation, drawing the mask takes several times as long as applying it. Here one
 64-bit draw from PyTorch's global generator gives four 16-bit random integers, so the mask needs a quarter of the
 draws. The price is that p is rounded to a multiple of 1/65536 (0.1 becomes 0.0999908...), and the outputs are
 scaled by 1 / (1 - rounded p) so that their expected value is still the input. Other devices keep PyTorch's own
@@ -18,6 +18,12 @@ from torch import nn
 _LEVELS = 1 << 16  # a 16-bit random integer takes this many equally likely values
 
 
+def _check_p(p: float) -> None:
+    """Raise a ValueError naming p unless it is a probability."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+
+
 def rounded_p(p: float) -> float:
     """The drop probability the CPU mask really uses: p rounded to the nearest multiple of 1/65536."""
     return round(p * _LEVELS) / _LEVELS
@@ -25,8 +31,7 @@ def rounded_p(p: float) -> float:
 
 def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean tensor of the given shape, each element True (kept) with probability 1 - rounded_p(p), independently."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    _check_p(p)
     n = math.prod(shape)
     # randint's range covers every int64 but one, so each of the four 16-bit lanes of a draw is uniform.
     words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
@@ -36,8 +41,7 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, device: torch.devic
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Zero each element with probability p and scale the rest by 1 / (1 - p); the identity when not training."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    _check_p(p)
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
@@ -53,8 +57,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.1):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _check_p(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
