@@ -40,15 +40,56 @@ def relative(path: Path | str) -> str:
         return str(path)
 
 
+DEVICE_ENV = "COURSE_DEVICE"  # "cpu", "cuda", "cuda:1", "mps" or "auto"; forces the device everywhere
+_announced: set[str] = set()
+
+
 def get_device(prefer: str | None = None) -> torch.device:
-    """Pick CUDA, then Apple MPS, then CPU; `prefer` (e.g. "cpu") overrides the choice."""
-    if prefer is not None:
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """Pick the device: `prefer`, else $COURSE_DEVICE, else CUDA, then Apple MPS, then CPU."""
+    choice = (prefer or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise ValueError(f"unknown device {choice!r} (from {'the argument' if prefer else DEVICE_ENV}); "
+                         f"use cpu, cuda, cuda:N, mps or auto") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"device {choice!r} was asked for, but this machine has no {device.type.upper()} device; "
+                         f"use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {choice!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def course_device(prefer: str | None = None) -> torch.device:
+    """Choose the course's device once (see get_device) and print it the first time it is chosen."""
+    device = get_device(prefer)
+    if str(device) not in _announced:
+        _announced.add(str(device))
+        print(f"device: {device} (set {DEVICE_ENV}=cpu|cuda|mps to choose)")
+    return device
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The reduced precision used under autocast on a device: bfloat16 on CPU and recent CUDA GPUs, else none."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_bf16_supported():
+        return None  # float16 would need loss scaling; older GPUs train in float32
+    return torch.bfloat16 if kind in ("cpu", "cuda") else None
+
+
+def autocast(device: torch.device | str, enabled: bool = True):
+    """torch.autocast for the device's reduced precision, or a no-op where the device has none or enabled=False."""
+    dtype = autocast_dtype(device)
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=enabled and dtype is not None)
 
 
 def set_seed(seed: int) -> torch.Generator:
