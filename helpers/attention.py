@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.dropout import dropout
+from helpers.dropout import check_p, dropout
 
 
 def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
@@ -38,6 +38,8 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must share their last dimension d_k, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if q.shape[-1] == 0:
+        raise ValueError(f"q and k need a last dimension d_k >= 1 (scores are divided by sqrt(d_k)), got q {tuple(q.shape)}")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v must have the same number of keys T_k, got k {tuple(k.shape)} and v {tuple(v.shape)}")
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
@@ -60,6 +62,7 @@ def scaled_dot_product_attention(
     A query whose keys are all masked gets zero weights and a zero output instead of NaN.
     """
     _check_qkv(q, k, v)
+    check_p(dropout_p)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = q @ k.transpose(-2, -1) * scale  # (..., T_q, d_k) @ (..., d_k, T_k) -> (..., T_q, T_k)
     dead = None  # queries with nothing to attend to, found from the (small) mask rather than the scores
@@ -126,8 +129,11 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, use_sdpa: bool = False):
         super().__init__()
+        if d_model < 1 or n_heads < 1:
+            raise ValueError(f"d_model and n_heads must be positive, got d_model={d_model}, n_heads={n_heads}")
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        check_p(dropout)
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.dropout, self.use_sdpa = dropout, use_sdpa
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)

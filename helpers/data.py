@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ DATASETS = {
         "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
         1_115_394,
     ),
-    # The shortest pairs of the Tatoeba/Anki fra-eng export; it has no download of its own (see data/README.md).
+    # The shortest pairs of the Tatoeba/Anki fra-eng export; it ships in data/ (CC-BY 2.0 FR, see data/README.md).
     "eng-fra-small": DataFile(
         "eng-fra-tatoeba-small.tsv", None,
         "5115bf4ec908982ea20bd39f7807316782fdf9ae489ec3389a002a63e3c8f463", 509_465,
@@ -49,7 +50,11 @@ def download(url: str, sha256: str | None, dest: Path, timeout: float = 30.0) ->
     if not url.startswith("https://"):
         raise ValueError(f"refusing to download over a non-HTTPS URL: {url}")
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - https checked above
-        data = response.read()
+        data = response.read()  # raises http.client.IncompleteRead when the connection drops early
+        expected = response.headers.get("Content-Length")
+    if expected is not None and expected.isdigit() and len(data) != int(expected):
+        raise DataUnavailableError(f"download of {url} was cut off: {len(data):,} of {int(expected):,} bytes; "
+                                   f"nothing was written")
     if sha256 is not None and sha256_of(data) != sha256:
         raise ValueError(f"checksum mismatch for {url}: got {sha256_of(data)}, expected {sha256}; nothing was written")
     return atomic_write_bytes(dest, data)
@@ -63,15 +68,17 @@ def fetch(name: str, data_dir: Path | None = None, timeout: float = 30.0, verify
     dest = Path(data_dir or DATA_DIR) / spec.filename
     if dest.exists():
         if verify_local and spec.sha256 is not None and sha256_of(dest.read_bytes()) != spec.sha256:
-            raise ValueError(f"{relative(dest)} does not match its SHA-256 checksum {spec.sha256}; "
-                             f"delete it and run again to download a fresh copy")
+            remedy = ("delete it and run again to download a fresh copy" if spec.url is not None else
+                      "restore the copy that ships with the course: git checkout -- " + relative(dest))
+            raise ValueError(f"{relative(dest)} does not match its SHA-256 checksum {spec.sha256}; {remedy}")
         return dest
     where = f"put the file at {relative(dest)}"
     if spec.url is None:
-        raise DataUnavailableError(f"{spec.filename} not found. It has no download of its own: {where} "
-                                   f"(see data/README.md for its source).")
+        raise DataUnavailableError(f"{spec.filename} not found. It ships with the course and has no download of its "
+                                   f"own: restore it (git checkout -- {relative(dest)}) or {where} "
+                                   f"(see data/README.md).")
     try:
         return download(spec.url, spec.sha256, dest, timeout=timeout)
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError, DataUnavailableError) as err:
         raise DataUnavailableError(f"could not download {spec.url} ({err}). Offline? Then {where} "
                                    f"(see data/README.md).") from err

@@ -18,9 +18,9 @@ from torch import nn
 _LEVELS = 1 << 16  # a 16-bit random integer takes this many equally likely values
 
 
-def _check_p(p: float) -> None:
+def check_p(p: float) -> None:
     """Raise a ValueError naming p unless it is a probability."""
-    if not 0.0 <= p <= 1.0:
+    if not 0.0 <= p <= 1.0:  # also false for NaN
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
 
 
@@ -31,7 +31,7 @@ def rounded_p(p: float) -> float:
 
 def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean tensor of the given shape, each element True (kept) with probability 1 - rounded_p(p), independently."""
-    _check_p(p)
+    check_p(p)
     n = math.prod(shape)
     # randint's range covers every int64 but one, so each of the four 16-bit lanes of a draw is uniform.
     words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
@@ -41,7 +41,7 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, device: torch.devic
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Zero each element with probability p and scale the rest by 1 / (1 - p); the identity when not training."""
-    _check_p(p)
+    check_p(p)
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
@@ -57,7 +57,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.1):
         super().__init__()
-        _check_p(p)
+        check_p(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,14 @@ class TransformerConfig:
             self.ffn_dropout = self.dropout
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        for name in ("d_model", "n_heads", "d_ff"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_layers < 0:
+            raise ValueError(f"n_layers must be 0 or more, got {self.n_layers}")
+        for name in ("dropout", "attn_dropout", "ffn_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 

@@ -109,10 +109,36 @@ def check_shape(tensor: torch.Tensor, expected: tuple, name: str = "tensor") -> 
     return tensor
 
 
+def _process_alive(pid: int) -> bool:
+    """True if a process with this id is running (POSIX); elsewhere assume it is."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path | str) -> list[Path]:
+    """Delete the temporary files that killed writers of `path` left beside it; return what was removed."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write bytes to a temporary file beside `path`, then rename it into place (no half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:

@@ -11,6 +11,10 @@ from helpers import metrics, utils
 
 
 class FakeResponse(io.BytesIO):
+    def __init__(self, payload: bytes, headers: dict | None = None):
+        super().__init__(payload)
+        self.headers = headers or {}
+
     def __enter__(self):
         return self
 
