@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from helpers.utils import atomic_write_bytes, atomic_write_text
+from helpers.utils import atomic_write_bytes, atomic_write_text, autocast
 
 
 def make_adamw(model: nn.Module, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95)) -> torch.optim.AdamW:
@@ -48,12 +48,93 @@ def save_checkpoint(obj: dict, path: Path | str) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
-    """Load a checkpoint safely with weights_only=True."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong with it."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the path (also a FileNotFoundError, which load_checkpoint raised before)."""
+
+
+CHECKPOINT_KINDS = {"char-gpt": "a char-GPT checkpoint (from notebook 06)",
+                    "translation": "a translation checkpoint (from notebook 08)",
+                    "training-state": "a training-state checkpoint (Trainer.save, for resuming training)"}
+_CHECKPOINT_USE = {"char-gpt": "sample.py reads it", "translation": "translate.py reads it",
+                   "training-state": "resume_trainer reads it"}
+_CHECKPOINT_SOURCE = {"char-gpt": "run notebooks/06_char_gpt.ipynb in full mode to create it (python run_all.py --only 06)",
+                      "translation": "run notebooks/08_translation.ipynb in full mode to create it "
+                                     "(python run_all.py --only 08)"}
+
+
+def checkpoint_kind(ckpt) -> str | None:
+    """Which course checkpoint a loaded object is: "char-gpt", "translation", "training-state", or None."""
+    if not isinstance(ckpt, dict):
+        return None
+    keys = set(ckpt)
+    if {"model", "model_config", "tokenizer"} <= keys:
+        return "char-gpt"
+    if {"model", "config", "src_vocab", "tgt_vocab"} <= keys:
+        return "translation"
+    if {"model", "optimizer", "train_config"} <= keys:
+        return "training-state"
+    return None
+
+
+def load_checkpoint(path: Path | str, map_location="cpu", kind: str | None = None) -> dict:
+    """Load a checkpoint safely: torch.load with weights_only=True (tensors and plain Python values only).
+
+    Every problem is a CheckpointError (a ValueError) naming the file: missing (CheckpointNotFoundError, also a
+    FileNotFoundError), a directory, unreadable, empty, truncated or damaged, not a PyTorch checkpoint, refused by
+    the safe loader, not a dictionary, or - when `kind` ("char-gpt", "translation", "training-state") is given -
+    a checkpoint of another kind, which the message names.
+    """
+    import pickle
+    import re
+    import warnings
+
+    if kind is not None and kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"kind must be one of {tuple(CHECKPOINT_KINDS)} or None, got {kind!r}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        hint = f"; {_CHECKPOINT_SOURCE[kind]}" if kind in _CHECKPOINT_SOURCE else ""
+        raise CheckpointNotFoundError(f"no checkpoint at {path}: the file does not exist{hint}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        size = path.stat().st_size
+    except OSError as err:
+        raise CheckpointError(f"{path} cannot be read: {err.strerror or err}") from None
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint (an interrupted save or copy?)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing anyway
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as err:
+        raise CheckpointError(f"{path} cannot be read: {err.strerror or err}") from None
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError, ... on bad files
+        # Never pass torch's own message on: it advises retrying with weights_only=False, which runs arbitrary code.
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            raise CheckpointError(f"{path} was refused by the safe loader: it holds a Python object ({refused.group(1)}) "
+                                  f"that is not a tensor or plain value, so the course did not write it; "
+                                  f"it is not loaded") from None
+        if head == b"PK\x03\x04":  # torch.save writes a zip archive
+            raise CheckpointError(f"{path} is truncated or damaged: not a complete PyTorch checkpoint "
+                                  f"({size} bytes; save or copy it again)") from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (not a file written by torch.save)") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dictionary")
+    found = checkpoint_kind(ckpt)
+    if kind is not None and found != kind:
+        if found is not None:
+            raise CheckpointError(f"{path} is {CHECKPOINT_KINDS[found]}, not {CHECKPOINT_KINDS[kind]}; "
+                                  f"{_CHECKPOINT_USE[found]}")
+        keys = ", ".join(repr(k) for k in list(ckpt)[:8]) or "none"
+        raise CheckpointError(f"{path} is not {CHECKPOINT_KINDS[kind]}: it is a dictionary with keys {keys}")
+    return ckpt
 
 
 @dataclass
@@ -70,7 +151,7 @@ class TrainConfig:
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.95  # AdamW second-moment decay
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 switches clipping off)
-    amp: bool = False  # bfloat16 autocast for forward passes (CPU and CUDA)
+    amp: bool = False  # reduced-precision autocast for forward passes (bfloat16 on CPU and CUDA; none on MPS)
     eval_interval: int = 200  # evaluate every this many steps (and at the end)
     eval_at_seconds: list = field(default_factory=list)  # also evaluate once training time passes each of these
     eval_windows: int | None = None  # validation windows per evaluation; None = the whole validation split
@@ -103,7 +184,7 @@ def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_siz
     device = next(model.parameters()).device
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, enabled=amp):
             logits, _ = model(xb)
         loss = F.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (B, V, T) -> (B, T)
         per_window.append(loss.mean(dim=1))
@@ -162,7 +243,7 @@ class Trainer:
         for _ in range(self.cfg.grad_accum):
             x, y = get_batch(self.train_data, self.cfg.batch_size, self.block_size, self.generator)
             x, y = x.to(self.device), y.to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+            with autocast(self.device, enabled=self.cfg.amp):
                 _, loss = self._forward(x, y)
             (loss / self.cfg.grad_accum).backward()
             total += loss.item()
