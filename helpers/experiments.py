@@ -16,13 +16,17 @@ TASKS = ("sort", "sort_desc")
 
 
 def make_task_batch(task: str, batch: int, seq_len: int, n_symbols: int = 10,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random digit sequences x (B, T) and their targets y (B, T): x sorted ascending ("sort") or descending."""
+                    generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random digit sequences x (B, T) and their targets y (B, T): x sorted ascending ("sort") or descending.
+
+    The digits are drawn on the CPU (the same batch on every device), then moved to `device` when one is given.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
     x = torch.randint(n_symbols, (batch, seq_len), generator=generator)  # (B, T)
     y = x.sort(dim=1, descending=(task == "sort_desc")).values  # position i holds the i-th smallest (or largest)
-    return x, y
+    return (x, y) if device is None else (x.to(device), y.to(device))
 
 
 class ToyEncoder(nn.Module):
@@ -110,7 +114,9 @@ def layerwise_lr_groups(model: ToyEncoder, lr: float, decay: float) -> list[dict
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Loss, per-token accuracy and whole-sequence accuracy of a model on (x, y)."""
+    """Loss, per-token accuracy and whole-sequence accuracy of a model on (x, y), moved to the model's device."""
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
     was_training = model.training
     model.eval()
     logits = model(x)  # (N, T, n_symbols)
@@ -120,17 +126,24 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     return {"loss": loss, "acc": correct.float().mean().item(), "seq_acc": correct.all(dim=1).float().mean().item()}
 
 
-def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_model: bool = False) -> ExperimentResult:
-    """Train a ToyEncoder as cfg says (seeded) and return its loss curve and final metrics."""
+def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_model: bool = False,
+                   device: torch.device | str | None = None) -> ExperimentResult:
+    """Train a ToyEncoder as cfg says (seeded) on `device` (default CPU) and return its loss curve and final metrics.
+
+    The weights are initialised and every batch is drawn on the CPU with seeded generators, then moved to `device`,
+    so the data and the starting point are the same on every device.
+    """
+    device = torch.device("cpu") if device is None else torch.device(device)
     set_seed(cfg.seed)
     model = ToyEncoder(cfg.transformer_config(), cfg.n_symbols, cfg.positional, cfg.max_len)
     if init_state is not None:
         model.load_state_dict(init_state)
+    model.to(device)
     data_gen = torch.Generator().manual_seed(10_000 + cfg.seed)
-    val_x, val_y = make_task_batch(cfg.task, cfg.eval_size, cfg.seq_len, cfg.n_symbols, data_gen)
+    val_x, val_y = make_task_batch(cfg.task, cfg.eval_size, cfg.seq_len, cfg.n_symbols, data_gen, device)
     train_x = train_y = None
     if cfg.train_size is not None:
-        train_x, train_y = make_task_batch(cfg.task, cfg.train_size, cfg.seq_len, cfg.n_symbols, data_gen)
+        train_x, train_y = make_task_batch(cfg.task, cfg.train_size, cfg.seq_len, cfg.n_symbols, data_gen, device)
     groups = layerwise_lr_groups(model, cfg.lr, cfg.layer_decay)
     for g in groups:
         g["base_lr"] = g["lr"]
@@ -143,9 +156,9 @@ def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_m
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * scale
         if train_x is None:
-            x, y = make_task_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.n_symbols, batch_gen)
+            x, y = make_task_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.n_symbols, batch_gen, device)
         else:
-            idx = torch.randint(cfg.train_size, (cfg.batch_size,), generator=batch_gen)
+            idx = torch.randint(cfg.train_size, (cfg.batch_size,), generator=batch_gen).to(device)
             x, y = train_x[idx], train_y[idx]
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -164,7 +177,7 @@ def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_m
     if train_eval:
         result.metrics["train_acc"] = train_eval["acc"]
     for t in cfg.eval_lens:
-        x, y = make_task_batch(cfg.task, cfg.eval_size, t, cfg.n_symbols, torch.Generator().manual_seed(30_000 + t))
+        x, y = make_task_batch(cfg.task, cfg.eval_size, t, cfg.n_symbols, torch.Generator().manual_seed(30_000 + t), device)
         result.metrics[f"acc_T{t}"] = evaluate(model, x, y)["acc"]
     if keep_model:
         result.model = model
@@ -172,7 +185,7 @@ def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_m
 
 
 def run_seeds(cfg: ExperimentConfig, seeds, **kwargs) -> list[ExperimentResult]:
-    """Run the same configuration once per seed."""
+    """Run the same configuration once per seed (kwargs, such as device=, go to run_experiment)."""
     return [run_experiment(replace(cfg, seed=s), **kwargs) for s in seeds]
 
 

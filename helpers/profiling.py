@@ -6,6 +6,7 @@ Memory on CPU: torch.profiler with profile_memory=True records one event per all
 PyTorch's CPU allocator, each with its size and time stamp. Sorting them by time and summing the sizes gives the
 bytes held at every moment; the largest value is the peak the call added on top of what existed before it.
 Memory on CUDA: the caching allocator's own counters, torch.cuda.max_memory_allocated, after a reset.
+Apple's MPS backend has no peak counter, so benchmark_attention measures memory there on CPU copies of the inputs.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from helpers.attention import causal_mask, scaled_dot_product_attention
 from helpers.attention_variants import linear_attention
+from helpers.utils import autocast
 
 ATTENTION_METHODS = ("naive", "sdpa", "linear")  # from-scratch softmax, PyTorch's fused kernel, linear attention
 
@@ -46,9 +48,12 @@ class Timing:
 
 
 def _synchronize(device) -> None:
-    """Wait for queued CUDA work, so a timer measures it; nothing to do on CPU."""
-    if torch.device(device).type == "cuda":
+    """Wait for queued CUDA or MPS work, so a timer measures it; nothing to do on CPU."""
+    kind = torch.device(device).type
+    if kind == "cuda":
         torch.cuda.synchronize()
+    elif kind == "mps":
+        torch.mps.synchronize()
 
 
 def time_fn(fn, warmup: int = 2, repeats: int = 5, device="cpu") -> Timing:
@@ -182,13 +187,21 @@ def attention_step(method: str, q, k, v, backward: bool, causal: bool = True):
 
 def benchmark_attention(method: str, batch: int, n_heads: int, seq_len: int, d_head: int, warmup: int = 1,
                         repeats: int = 3, device="cpu", causal: bool = True, seed: int = 0) -> dict:
-    """Median time and peak memory of one attention call, forward and forward + backward."""
+    """Median time and peak memory of one attention call, forward and forward + backward, on `device`.
+
+    Memory is measured on the device for CPU and CUDA; on other devices (MPS has no peak counter) it is measured on
+    CPU copies of the same inputs.
+    """
+    device = torch.device(device)
     q, k, v = make_qkv(batch, n_heads, seq_len, d_head, requires_grad=True, device=device, seed=seed)
+    memory_device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
+    mq, mk, mv = (q, k, v) if memory_device == device else make_qkv(batch, n_heads, seq_len, d_head, True, "cpu", seed)
     row = {"method": method, "B": batch, "H": n_heads, "T": seq_len, "D": d_head}
     for backward, tag in ((False, "fwd"), (True, "fwd_bwd")):
         step = attention_step(method, q, k, v, backward, causal)
         row[f"time_{tag}_ms"] = 1e3 * time_fn(step, warmup, repeats, device).median
-        row[f"peak_{tag}_MiB"] = peak_memory_bytes(step, device) / 2**20
+        memory_step = step if memory_device == device else attention_step(method, mq, mk, mv, backward, causal)
+        row[f"peak_{tag}_MiB"] = peak_memory_bytes(memory_step, memory_device) / 2**20
     return row
 
 
@@ -196,12 +209,13 @@ def training_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, x: torc
                      amp: bool = False):
     """A closure running one training step of a language model whose forward(x, y) returns (logits, loss).
 
-    amp=True runs the forward pass under bfloat16 autocast, as notebook 06 trains.
+    amp=True runs the forward pass under autocast in the device's reduced precision (helpers.utils.autocast:
+    bfloat16 on CPU and CUDA, as notebook 06 trains; none on MPS). The model, x and y must be on one device.
     """
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(x.device, enabled=amp):
             _, loss = model(x, y)
         loss.backward()
         optimizer.step()

@@ -85,7 +85,9 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def cross_attention(self, src: torch.Tensor, tgt_in: torch.Tensor) -> list[torch.Tensor]:
-        """Per decoder layer, the cross-attention weights (B, H, T, S) for a teacher-forced target."""
+        """Per decoder layer, the cross-attention weights (B, H, T, S) for a teacher-forced target (on the model's device)."""
+        device = model_device(self)
+        src, tgt_in = src.to(device), tgt_in.to(device)
         memory, src_mask = self.encode(src)
         self.decode(tgt_in, memory, src_mask, need_weights=True)
         return [layer.attn_weights["cross"] for layer in self.decoder.layers]
@@ -99,6 +101,11 @@ def seq2seq_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: f
 
 
 # ---------------------------------------------------------------- decoding
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 def _new_caches(model: Seq2Seq) -> list[dict]:
@@ -117,8 +124,12 @@ def _reorder_caches(caches: list[dict], index: torch.Tensor) -> None:
 
 @torch.no_grad()
 def greedy_decode(model: Seq2Seq, src: torch.Tensor, max_len: int = 40) -> torch.Tensor:
-    """Pick the most likely next token until every row has produced <eos>; returns (B, <= max_len) ids without <bos>."""
+    """Pick the most likely next token until every row has produced <eos>; returns (B, <= max_len) ids without <bos>.
+
+    src is moved to the model's device; the output ids are on that device.
+    """
     model.eval()
+    src = src.to(model_device(model))
     max_len = min(max_len, model.cfg.max_len)
     memory, src_mask = model.encode(src)
     b = src.shape[0]
@@ -148,9 +159,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, beam: int = 4, alpha: float =
 
     A hypothesis that produced <eos> is frozen (it extends only with <pad> at no cost) and keeps competing.
     Returns (B, T) ids of the best hypothesis per sentence, or with return_all the (B, beam, T) hypotheses and
-    their normalised scores (B, beam), best first.
+    their normalised scores (B, beam), best first. src is moved to the model's device; the outputs are on that device.
     """
     model.eval()
+    src = src.to(model_device(model))
     max_len = min(max_len, model.cfg.max_len)
     b, k = src.shape[0], beam
     memory, src_mask = model.encode(src)
@@ -216,12 +228,14 @@ class TrainConfig:
 
 
 def train_seq2seq(model: Seq2Seq, batches, cfg: TrainConfig, eval_every: int | None = None, evaluate=None,
-                  log=print) -> dict:
+                  log=print, device: torch.device | str | None = None) -> dict:
     """Teacher-forced training with AdamW and warmup + cosine; returns the loss history and timing.
 
     batches yields (src (B, S), tgt (B, T)) with tgt = <bos> ... <eos>; evaluate(step) -> dict is called
     every eval_every steps (and at the end), in eval mode, and its results are kept in history["evals"].
+    Each batch is moved to `device` (default: the model's device), where the model must already be.
     """
+    device = model_device(model) if device is None else torch.device(device)
     opt = make_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
     history = {"step": [], "loss": [], "evals": []}
@@ -230,6 +244,7 @@ def train_seq2seq(model: Seq2Seq, batches, cfg: TrainConfig, eval_every: int | N
     for step in range(1, cfg.steps + 1):
         model.train()
         src, tgt = next(batches)
+        src, tgt = src.to(device), tgt.to(device)
         logits = model(src, tgt[:, :-1])  # teacher forcing: the input is the target shifted right
         loss = seq2seq_loss(logits, tgt[:, 1:], cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -269,8 +284,11 @@ def state_snapshot(model: nn.Module) -> dict:
 
 
 def synthetic_batch(task: str, batch_size: int, n_symbols: int, min_len: int, max_len: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random symbol sequences (ids 4..3+n_symbols) and their copy or reverse, padded: src (B, S), tgt (B, T)."""
+                    generator: torch.Generator, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random symbol sequences (ids 4..3+n_symbols) and their copy or reverse, padded: src (B, S), tgt (B, T).
+
+    The numbers are drawn on the CPU with `generator` (the same batch on every device), then moved to `device`.
+    """
     if task not in ("copy", "reverse"):
         raise ValueError(f"task must be 'copy' or 'reverse', got {task!r}")
     lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=generator)
@@ -282,7 +300,7 @@ def synthetic_batch(task: str, batch_size: int, n_symbols: int, min_len: int, ma
         out = seq if task == "copy" else seq.flip(0)
         src[i, :n], src[i, n] = seq, EOS_ID
         tgt[i, 1:n + 1], tgt[i, n + 1] = out, EOS_ID
-    return src, tgt
+    return (src, tgt) if device is None else (src.to(device), tgt.to(device))
 
 
 def sequence_accuracy(pred: torch.Tensor, tgt: torch.Tensor) -> float:

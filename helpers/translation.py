@@ -233,13 +233,13 @@ def reference_streams(examples: list[Example]) -> list[list[str | None]]:
 # ---------------------------------------------------------------- tensors and batches
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID) -> torch.Tensor:
-    """Right-pad id lists to a (B, T_max) long tensor."""
+def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID, device: torch.device | str | None = None) -> torch.Tensor:
+    """Right-pad id lists to a (B, T_max) long tensor, built on the CPU and moved to `device` when one is given."""
     t_max = max(len(s) for s in seqs)
     out = torch.full((len(seqs), t_max), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
+    return out if device is None else out.to(device)
 
 
 @dataclass
@@ -254,11 +254,13 @@ class TranslationData:
     train_src: list[list[int]]  # English ids, ending with <eos>
     train_tgt: list[list[int]]  # French ids, <bos> ... <eos>
 
-    def batches(self, batch_size: int, generator: torch.Generator, word_dropout: float = 0.0):
+    def batches(self, batch_size: int, generator: torch.Generator, word_dropout: float = 0.0,
+                device: torch.device | str | None = None):
         """Yield (src, tgt) padded batches of training pairs in a fresh random order, forever.
 
         word_dropout replaces that fraction of source words by <unk>, so the model learns what to do with unknown
-        words (which the test set has plenty of).
+        words (which the test set has plenty of). The order and the dropped words are drawn on the CPU with
+        `generator` (the same batches on every device); each batch is then moved to `device` (default: stays on CPU).
         """
         n = len(self.train_src)
         while True:
@@ -269,11 +271,12 @@ class TranslationData:
                 if word_dropout > 0:
                     drop = (torch.rand(src.shape, generator=generator) < word_dropout) & (src > UNK_ID)
                     src = src.masked_fill(drop, UNK_ID)
-                yield src, pad_batch([self.train_tgt[i] for i in idx])
+                tgt = pad_batch([self.train_tgt[i] for i in idx])
+                yield (src, tgt) if device is None else (src.to(device), tgt.to(device))
 
-    def encode_src(self, sentences: list[str]) -> torch.Tensor:
-        """English sentences -> (B, S) padded ids ending with <eos>."""
-        return pad_batch([self.src_vocab.encode(self.src_tok(s), eos=True) for s in sentences])
+    def encode_src(self, sentences: list[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """English sentences -> (B, S) padded ids ending with <eos> (on `device` when one is given)."""
+        return pad_batch([self.src_vocab.encode(self.src_tok(s), eos=True) for s in sentences], device=device)
 
 
 def prepare_data(pairs: list[Pair], seed: int = 0, min_freq_src: int = 1, min_freq_tgt: int = 1,
@@ -388,7 +391,7 @@ class Translator:
         """Everything needed to translate again: weights (float16 halves the file), config, tokenizers, vocabularies."""
         from helpers.seq2seq import config_dict
 
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in self.model.state_dict().items()}
+        state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in self.model.state_dict().items()}
         return {"model": state, "config": config_dict(self.model.cfg), "src_tok": self.src_tok.to_dict(),
                 "tgt_tok": self.tgt_tok.to_dict(), "src_vocab": list(self.src_vocab.itos),
                 "tgt_vocab": list(self.tgt_vocab.itos), "dictionary": dict(self.dictionary), "extra": self.extra}
