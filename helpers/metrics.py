@@ -3,18 +3,36 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 from helpers.utils import artifacts_dir, atomic_write_text
 
 
 class MetricRecorder:
-    """Record a notebook's key figures in artifacts[/quick]/metrics/<notebook>.json."""
+    """Record a notebook's key figures in artifacts[/quick]/metrics/<notebook>.json.
 
-    def __init__(self, notebook: str, mode: str):
+    The recorder starts from what that file already holds and updates it, so a notebook run cell by cell in JupyterLab
+    (or stopped half-way) keeps the figures it has not recorded again. `fresh=True` starts from nothing instead;
+    run_all.py gets the same effect by deleting the notebook's file from its staging copy before the run, so metrics
+    a notebook no longer records disappear from the results.
+    """
+
+    def __init__(self, notebook: str, mode: str, fresh: bool = False):
         self.notebook, self.mode = notebook, mode
         self.path = artifacts_dir(mode) / "metrics" / f"{notebook}.json"
-        self.metrics: dict[str, dict] = {}
+        self.metrics: dict[str, dict] = {} if fresh else self._load()
+
+    def _load(self) -> dict[str, dict]:
+        """Return the metrics already in this notebook's file ({} when there is none or it cannot be read)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            warnings.warn(f"{self.path.name} could not be read ({err}); starting a new one", stacklevel=3)
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def record(self, name: str, value: float, unit: str, description: str = "") -> float:
         """Store one metric (and rewrite the notebook's file at once, so a crash keeps what came before)."""

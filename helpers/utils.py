@@ -22,11 +22,19 @@ def default_mode() -> str:
     return mode
 
 
+ARTIFACTS_ENV = "COURSE_ARTIFACTS_DIR"  # a folder used instead of artifacts/ (run_all.py points it at a staging copy)
+
+
 def artifacts_dir(mode: str = "full") -> Path:
-    """Return the folder for figures, metrics and checkpoints of a run mode (quick runs never overwrite full ones)."""
+    """Return the folder for figures, metrics and checkpoints of a run mode (quick runs never overwrite full ones).
+
+    That is artifacts/ (quick mode: artifacts/quick/), or $COURSE_ARTIFACTS_DIR in its place when set (a relative
+    path is taken from the project root).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    path = PROJECT_ROOT / "artifacts" if mode == "full" else PROJECT_ROOT / "artifacts" / "quick"
+    root = PROJECT_ROOT / os.path.expanduser(os.environ.get(ARTIFACTS_ENV) or "artifacts")
+    path = root if mode == "full" else root / "quick"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

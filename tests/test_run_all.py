@@ -1,4 +1,5 @@
 """run_all.py: selection, parameter injection, failure reporting and write-back cleaning."""
+import os
 import subprocess
 import sys
 
@@ -31,7 +32,22 @@ def course(tmp_path):
 def run(course, *args):
     cmd = [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(course / "notebooks"),
            "--build-dir", str(course / "build"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=course)
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_ARTIFACTS_DIR"}  # a fake course's artifacts/ is its own
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=course, env=env)
+
+
+@pytest.fixture
+def ten(tmp_path):
+    """Notebooks 01-10 (never run): numbers 1 and 10, and two names that share a prefix."""
+    names = ["01_attention_by_hand", "02_attention_masks", "03_heads", "04_positions", "05_block", "06_char_gpt",
+             "07_generation", "08_translation", "09_profiling", "10_experiments"]
+    for name in names:
+        make_notebook(tmp_path / f"{name}.ipynb", "pass")
+    return run_all.discover(tmp_path)
+
+
+def stems(paths):
+    return [p.stem for p in paths]
 
 
 def test_selection_by_number_name_and_from(course):
@@ -40,8 +56,49 @@ def test_selection_by_number_name_and_from(course):
     assert [p.stem for p in run_all.select(nbs, ["3"], None)] == ["03_after"]
     assert [p.stem for p in run_all.select(nbs, ["01_good", "02"], None)] == ["01_good", "02_bad"]
     assert [p.stem for p in run_all.select(nbs, None, "02")] == ["02_bad", "03_after"]
-    with pytest.raises(SystemExit, match="no notebook matches 7"):
+    with pytest.raises(SystemExit, match="--only 7: no notebook is numbered 07"):
         run_all.select(nbs, ["7"], None)
+
+
+def test_numbers_select_exactly_one_notebook(ten):
+    assert stems(run_all.select(ten, ["1"], None)) == ["01_attention_by_hand"]
+    assert stems(run_all.select(ten, ["01"], None)) == ["01_attention_by_hand"]
+    assert stems(run_all.select(ten, ["10"], None)) == ["10_experiments"]
+    assert stems(run_all.select(ten, ["1", "10"], None)) == ["01_attention_by_hand", "10_experiments"]
+    assert stems(run_all.select(ten, None, "9")) == ["09_profiling", "10_experiments"]
+    assert len(run_all.select(ten, None, "1")) == 10
+    for bad in (["0"], ["00"], ["11"]):
+        with pytest.raises(SystemExit, match="no notebook is numbered"):
+            run_all.select(ten, bad, None)
+    with pytest.raises(SystemExit, match="--from 0: no notebook is numbered 00"):
+        run_all.select(ten, None, "0")
+
+
+def test_names_and_unique_prefixes_select_and_an_ambiguous_prefix_lists_the_candidates(ten):
+    assert stems(run_all.select(ten, ["06_char_gpt"], None)) == ["06_char_gpt"]
+    assert stems(run_all.select(ten, ["06_char_gpt.ipynb"], None)) == ["06_char_gpt"]
+    assert stems(run_all.select(ten, ["char"], None)) == ["06_char_gpt"]  # a prefix of the name after the number
+    assert stems(run_all.select(ten, ["03_h"], None)) == ["03_heads"]
+    with pytest.raises(SystemExit, match="--only attention is ambiguous: it matches 01_attention_by_hand, "
+                                         "02_attention_masks"):
+        run_all.select(ten, ["attention"], None)
+    with pytest.raises(SystemExit, match="--from attention is ambiguous"):
+        run_all.select(ten, None, "attention")
+    with pytest.raises(SystemExit, match="--only 0_: no notebook matches it"):
+        run_all.select(ten, ["0_"], None)
+    with pytest.raises(SystemExit, match="--only nothing_like_it: no notebook matches it"):
+        run_all.select(ten, ["nothing_like_it"], None)
+
+
+def test_bad_selections_and_a_missing_notebooks_folder_are_clear_errors(course, tmp_path):
+    for args, needle in [(["--only", "0"], "--only 0: no notebook is numbered 00"),
+                         (["--only", "0_"], "no notebook matches it"),
+                         (["--from", "9"], "--from 9: no notebook is numbered 09")]:
+        res = run(course, *args, "--list")
+        assert res.returncode == 1 and needle in res.stderr and "Traceback" not in res.stderr
+    cmd = [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(tmp_path / "nowhere"), "--list"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "no notebooks folder at" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_list_shows_titles(course):
@@ -63,6 +120,15 @@ def test_failing_notebook_is_named_with_cell_and_error_and_stops_the_run(course)
     printed = "".join(o.get("text", "") for c in good.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "mode is quick" in printed
     assert (course / "build" / "quick" / "html" / "index.html").exists()
+
+
+def test_a_fake_course_writes_its_results_beside_its_notebooks_never_into_the_real_artifacts(course):
+    real = PROJECT_ROOT / "artifacts" / "quick" / "results.md"
+    before = real.stat().st_mtime_ns if real.exists() else None
+    res = run(course, "--quick", "--only", "1", "--no-html")
+    assert res.returncode == 0, res.stderr
+    assert "| metric |" in (course / "artifacts" / "quick" / "results.md").read_text()
+    assert (real.stat().st_mtime_ns if real.exists() else None) == before
 
 
 def test_keep_going_runs_later_notebooks(course):

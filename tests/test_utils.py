@@ -91,6 +91,7 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
 
 def test_metrics_are_recorded_and_collected(tmp_path, monkeypatch):
     monkeypatch.setattr(utils, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv(utils.ARTIFACTS_ENV, raising=False)
     rec = metrics.MetricRecorder("99_test", "quick")
     rec.record("test.speedup", 3.25, "x", "a made-up figure")
     with pytest.raises(ValueError, match="not finite"):
@@ -100,6 +101,29 @@ def test_metrics_are_recorded_and_collected(tmp_path, monkeypatch):
     assert got == {"test.speedup": {"value": 3.25, "unit": "x", "notebook": "99_test", "mode": "quick",
                                     "description": "a made-up figure"}}
     assert "| `test.speedup` | 3.25 | x | 99_test |" in md_path.read_text()
+
+
+def test_a_partial_interactive_run_keeps_the_notebooks_other_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv(utils.ARTIFACTS_ENV, raising=False)
+    first = metrics.MetricRecorder("05_x", "quick")
+    first.record("x.a", 1.0, "x")
+    first.record("x.b", 2.0, "x")
+    metrics.MetricRecorder("05_x", "quick").record("x.a", 1.5, "x")  # run again in JupyterLab, stopped after x.a
+    assert {k: m["value"] for k, m in metrics.collect_metrics("quick").items()} == {"x.a": 1.5, "x.b": 2.0}
+    metrics.MetricRecorder("05_x", "quick", fresh=True).record("x.a", 1.25, "x")
+    assert list(metrics.collect_metrics("quick")) == ["x.a"]
+
+
+def test_artifacts_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv(utils.ARTIFACTS_ENV, raising=False)
+    assert utils.artifacts_dir("quick") == tmp_path / "artifacts" / "quick"
+    monkeypatch.setenv(utils.ARTIFACTS_ENV, str(tmp_path / "stage"))
+    assert utils.artifacts_dir("full") == tmp_path / "stage" and (tmp_path / "stage").is_dir()
+    assert utils.artifacts_dir("quick") == tmp_path / "stage" / "quick"
+    monkeypatch.setenv(utils.ARTIFACTS_ENV, "relative/stage")
+    assert utils.artifacts_dir() == tmp_path / "relative" / "stage"
 
 
 def test_seed_device_and_shape_check():
@@ -124,6 +148,7 @@ def test_mode_from_environment(monkeypatch):
 
 def test_readme_results_section_is_rewritten_from_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(utils, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv(utils.ARTIFACTS_ENV, raising=False)
     metrics.MetricRecorder("07_x", "full").record("x.loss", 1.4567, "nats", "a loss")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold table\n<!-- results:end -->\noutro\n")
