@@ -55,6 +55,59 @@ def pick_next(logits: torch.Tensor, greedy: bool = False, temperature: float = 1
     return torch.multinomial(probs, 1, generator=generator)
 
 
+def _check_generate_args(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float,
+                         top_k: int | None, top_p: float | None) -> None:
+    """Raise a ValueError for a bad prompt tensor, a negative length or bad sampling settings."""
+    if idx.dim() != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_sampling_args(model.cfg.vocab_size, temperature, top_k, top_p)
+    if idx.min() < 0 or idx.max() >= model.cfg.vocab_size:
+        raise ValueError(f"token ids must be in 0..{model.cfg.vocab_size - 1}")
+
+
+def generate_steps(model: nn.Module, idx: torch.Tensor, max_new_tokens: int | None, greedy: bool = False,
+                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                   use_cache: bool = True, generator: torch.Generator | None = None):
+    """Check the arguments now, then return an iterator of (next token ids (B, 1), the logits used (B, V)).
+
+    The iterator produces one step at a time, so a caller can show tokens as they come; max_new_tokens=None goes
+    on until the caller stops. It gives the same tokens as `generate` with the same arguments and generator.
+    """
+    _check_generate_args(model, idx, 0 if max_new_tokens is None else max_new_tokens, temperature, top_k, top_p)
+    return _steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_cache, generator)
+
+
+def _steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_cache, generator):
+    """The generation loop behind generate_steps (see generate for the cache)."""
+    block_size = model.cfg.block_size
+    was_training = model.training
+    model.eval()
+    cache = None
+    step = 0
+    try:
+        while max_new_tokens is None or step < max_new_tokens:
+            with torch.no_grad():
+                if not use_cache:
+                    logits, _ = model(idx[:, -block_size:])  # (B, T') -> (B, T', V)
+                elif cache is None:
+                    cache = model.new_cache()
+                    logits, _ = model(idx[:, -block_size:], cache=cache)  # the prompt, once: (B, T) -> (B, T, V)
+                elif model.cache_length(cache) >= block_size:
+                    cache = model.new_cache()  # full: rebuild from the last half window
+                    logits, _ = model(idx[:, -max(1, block_size // 2):], cache=cache)
+                else:
+                    logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token: (B, 1) -> (B, 1, V)
+                last = logits[:, -1, :]  # (B, V)
+                nxt = pick_next(last, greedy, temperature, top_k, top_p, generator)
+                idx = torch.cat([idx, nxt], dim=1)
+            step += 1
+            yield nxt, last
+    finally:  # also when the caller stops early (or is interrupted)
+        model.train(was_training)
+
+
 @torch.no_grad()
 def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, greedy: bool = False, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
@@ -67,47 +120,54 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, greedy: b
     block_size // 2 tokens (learned positions cannot slide), so beyond block_size the model sees between
     block_size // 2 and block_size tokens of context instead of exactly block_size.
     """
-    if idx.dim() != 2 or idx.shape[1] == 0:
-        raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    vocab_size, block_size = model.cfg.vocab_size, model.cfg.block_size
-    check_sampling_args(vocab_size, temperature, top_k, top_p)
-    if idx.min() < 0 or idx.max() >= vocab_size:
-        raise ValueError(f"token ids must be in 0..{vocab_size - 1}")
-    was_training = model.training
-    model.eval()
-    cache, used_logits = None, []
-    for _ in range(max_new_tokens):
-        if not use_cache:
-            logits, _ = model(idx[:, -block_size:])  # (B, T') -> (B, T', V)
-        elif cache is None:
-            cache = model.new_cache()
-            logits, _ = model(idx[:, -block_size:], cache=cache)  # the prompt, once: (B, T) -> (B, T, V)
-        elif model.cache_length(cache) >= block_size:
-            cache = model.new_cache()  # full: rebuild from the last half window
-            logits, _ = model(idx[:, -max(1, block_size // 2):], cache=cache)
-        else:
-            logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token: (B, 1) -> (B, 1, V)
-        last = logits[:, -1, :]  # (B, V)
+    steps = generate_steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_cache, generator)
+    new_ids, used_logits = [], []
+    for nxt, last in steps:
+        new_ids.append(nxt)
         used_logits.append(last)
-        idx = torch.cat([idx, pick_next(last, greedy, temperature, top_k, top_p, generator)], dim=1)
-    model.train(was_training)
+    idx = torch.cat([idx, *new_ids], dim=1)
     if return_logits:
         return idx, (torch.stack(used_logits, dim=1) if used_logits else None)  # (B, max_new_tokens, V)
     return idx
 
 
-def generate_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int, seed: int | None = None,
-                  **kwargs) -> str:
-    """Continue a prompt string; a prompt longer than block_size is cropped to its last block_size characters."""
+def _prompt_ids(model: nn.Module, tokenizer, prompt: str, seed: int | None):
+    """Encode a prompt (cropped to its last block_size tokens) on the model's device, and a seeded generator."""
     if not isinstance(prompt, str) or prompt == "":
         raise ValueError("the prompt must be a non-empty string")
     ids = tokenizer.encode(prompt)  # raises ValueError on characters outside the vocabulary
     idx = torch.tensor([ids[-model.cfg.block_size:]], dtype=torch.long, device=next(model.parameters()).device)
     generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
+    return idx, generator
+
+
+def generate_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int, seed: int | None = None,
+                  **kwargs) -> str:
+    """Continue a prompt string; a prompt longer than block_size is cropped to its last block_size characters."""
+    idx, generator = _prompt_ids(model, tokenizer, prompt, seed)
     out = generate(model, idx, max_new_tokens, generator=generator, **kwargs)
     return prompt + tokenizer.decode(out[0, idx.shape[1]:])
+
+
+def stream_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int | None, seed: int | None = None,
+                **kwargs):
+    """Continue a prompt like generate_text, but yield the new text one token (character) at a time.
+
+    The prompt and the settings are checked at once (ValueError), before anything is generated; the pieces joined
+    equal generate_text(...) without its prompt. max_new_tokens=None streams until the caller stops.
+    """
+    idx, generator = _prompt_ids(model, tokenizer, prompt, seed)
+    steps = generate_steps(model, idx, max_new_tokens, generator=generator, **kwargs)
+    return _decoded(steps, tokenizer)
+
+
+def _decoded(steps, tokenizer):
+    """Each step's token of the first sequence as text; stopping early closes the steps (restoring the model's mode)."""
+    try:
+        for nxt, _ in steps:
+            yield tokenizer.decode(nxt[0])
+    finally:
+        steps.close()
 
 
 def time_generation(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, use_cache: bool,

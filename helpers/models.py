@@ -123,10 +123,48 @@ class GPT(nn.Module):
         return asdict(self.cfg)
 
 
-def gpt_from_checkpoint(ckpt: dict) -> GPT:
-    """Rebuild a GPT from a checkpoint dict holding "model_config" and "model" (bf16 weights become float32)."""
-    model = GPT(GPTConfig(**ckpt["model_config"]))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    state.setdefault("lm_head.weight", state["tok_emb.weight"])  # the tied head may be stored once
-    model.load_state_dict(state)
+def _first_line(err: Exception) -> str:
+    """A short form of an exception for a one-line message."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def gpt_from_checkpoint(ckpt: dict, source: Path | str | None = None) -> GPT:
+    """Rebuild a GPT from a checkpoint dict holding "model_config" and "model" (bf16 weights become float32).
+
+    Content that does not make a GPT (missing keys, a bad config, weights of the wrong shape) raises
+    helpers.training.CheckpointError naming `source` (the file it came from).
+    """
+    from helpers.training import CheckpointError
+
+    try:
+        model = GPT(GPTConfig(**ckpt["model_config"]))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+        state.setdefault("lm_head.weight", state["tok_emb.weight"])  # the tied head may be stored once
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{source or 'the checkpoint'} does not hold a usable char-GPT "
+                              f"({_first_line(err)})") from None
     return model
+
+
+def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
+    """Load the char-GPT checkpoint of notebook 06: (model in eval mode on `device`, its CharTokenizer).
+
+    Every problem with the file, including a checkpoint of another kind, is a CheckpointError naming it.
+    """
+    from helpers.shakespeare import CharTokenizer
+    from helpers.training import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path, kind="char-gpt")
+    model = gpt_from_checkpoint(ckpt, source=path)
+    try:
+        tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path} does not hold a usable character tokenizer ({_first_line(err)})") from None
+    if tokenizer.vocab_size != model.cfg.vocab_size:
+        raise CheckpointError(f"{path} is inconsistent: its tokenizer has {tokenizer.vocab_size} characters, "
+                              f"its model {model.cfg.vocab_size}")
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer

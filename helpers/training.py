@@ -116,11 +116,14 @@ def load_checkpoint(path: Path | str, map_location="cpu", kind: str | None = Non
         raise CheckpointError(f"{path} cannot be read: {err.strerror or err}") from None
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError, ... on bad files
         # Never pass torch's own message on: it advises retrying with weights_only=False, which runs arbitrary code.
-        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
         if isinstance(err, pickle.UnpicklingError) and refused:
             raise CheckpointError(f"{path} was refused by the safe loader: it holds a Python object ({refused.group(1)}) "
                                   f"that is not a tensor or plain value, so the course did not write it; "
                                   f"it is not loaded") from None
+        if isinstance(err, pickle.UnpicklingError) and head == b"PK\x03\x04":
+            raise CheckpointError(f"{path} was refused by the safe loader: it is damaged or holds more than tensors "
+                                  f"and plain values; it is not loaded") from None
         if head == b"PK\x03\x04":  # torch.save writes a zip archive
             raise CheckpointError(f"{path} is truncated or damaged: not a complete PyTorch checkpoint "
                                   f"({size} bytes; save or copy it again)") from None

@@ -339,7 +339,7 @@ class Translator:
         max_len = max_len or self.model.cfg.max_len - 1
         out = []
         for start in range(0, len(sentences), batch_size):
-            src = self.encode(sentences[start:start + batch_size])
+            src = self.encode(sentences[start:start + batch_size]).to(self.device)
             limit = min(max_len, 2 * src.shape[1] + 10)
             ids = greedy_decode(self.model, src, limit) if beam == 1 else beam_search(self.model, src, beam, alpha, limit)
             out.extend(strip_after_eos(ids))
@@ -361,8 +361,8 @@ class Translator:
         todo = [i for i, o in enumerate(outputs) if UNK_ID in o]
         if not todo:
             return tokens
-        src = self.encode([sentences[i] for i in todo])
-        tgt_in = pad_batch([[bos] + outputs[i] for i in todo])
+        src = self.encode([sentences[i] for i in todo]).to(self.device)
+        tgt_in = pad_batch([[bos] + outputs[i] for i in todo]).to(self.device)
         weights = self.model.cross_attention(src, tgt_in)[layer].mean(1)  # (B, H, T, S) -> (B, T, S)
         weights = weights.masked_fill(((src == PAD_ID) | (src == EOS_ID))[:, None, :], 0.0)  # never copy <eos>/<pad>
         for row, i in enumerate(todo):
@@ -403,23 +403,41 @@ class Translator:
         return save_checkpoint(self.checkpoint(), path)
 
     @classmethod
-    def load(cls, path: Path | str) -> "Translator":
-        """Load a checkpoint written by save() (torch.load with weights_only=True)."""
-        from helpers.seq2seq import Seq2Seq, Seq2SeqConfig
-        from helpers.training import load_checkpoint
+    def load(cls, path: Path | str, device: torch.device | str | None = None) -> "Translator":
+        """Load a checkpoint written by save() (torch.load with weights_only=True) onto `device` (default CPU).
 
-        ckpt = load_checkpoint(path)
-        model = Seq2Seq(Seq2SeqConfig(**ckpt["config"]))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
-        return cls(model, Tokenizer.from_dict(ckpt["src_tok"]), Tokenizer.from_dict(ckpt["tgt_tok"]),
-                   Vocab(ckpt["src_vocab"]), Vocab(ckpt["tgt_vocab"]), ckpt.get("dictionary", {}), ckpt.get("extra", {}))
+        Every problem with the file, including a checkpoint of another kind (such as notebook 06's char-GPT), is a
+        helpers.training.CheckpointError whose message names the file and what is wrong.
+        """
+        from helpers.seq2seq import Seq2Seq, Seq2SeqConfig
+        from helpers.training import CheckpointError, load_checkpoint
+
+        ckpt = load_checkpoint(path, kind="translation")
+        try:
+            model = Seq2Seq(Seq2SeqConfig(**ckpt["config"]))
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+            translator = cls(model, Tokenizer.from_dict(ckpt["src_tok"]), Tokenizer.from_dict(ckpt["tgt_tok"]),
+                             Vocab(ckpt["src_vocab"]), Vocab(ckpt["tgt_vocab"]), ckpt.get("dictionary", {}),
+                             ckpt.get("extra", {}))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise CheckpointError(f"{path} does not hold a usable translation model "
+                                  f"({type(err).__name__}{': ' + detail if detail else ''})") from None
+        if device is not None:
+            translator.model.to(device)
+        return translator
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's weights; batches are moved there."""
+        return next(self.model.parameters()).device
 
 
 def default_checkpoint() -> Path:
-    """Where the full-mode notebook saves the translation model."""
-    from helpers.utils import artifacts_dir
+    """Where the full-mode notebook saves the translation model (looking it up creates no folder)."""
+    from helpers.utils import PROJECT_ROOT
 
-    return artifacts_dir("full") / "checkpoints" / "translation.pt"
+    return PROJECT_ROOT / "artifacts" / "checkpoints" / "translation.pt"
 
 
 def translate(sentences: list[str], checkpoint: Path | str | None = None, beam: int | None = None,

@@ -24,143 +24,241 @@ from helpers.utils import PROJECT_ROOT
 
 # ---- command-line tools: bad checkpoints, bad options, streams -------------------------------------------------
 
-# ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
+import random as _random
+import select as _select
+import signal as _signal
+import time as _time
 
-import json as _json
-import signal as _ra_signal
-import time as _ra_time
+from helpers.generation import generate_text as _generate_text
+from helpers.models import GPT as _GPT
+from helpers.shakespeare import CharTokenizer as _CharTokenizer
 
-import nbformat as _nbformat
-
-_RA_PARAMS = "mode = 'full'  # run mode"
-_RA_WRITE = ("import os, pathlib\n"
-             "from helpers.metrics import MetricRecorder\n"
-             "from helpers.utils import artifacts_dir\n"
-             "out = artifacts_dir(mode)\n"
-             "MetricRecorder('01_model', mode).record('model.loss', 9.75, 'nats', 'a new loss')\n"
-             "(out / 'figures').mkdir(exist_ok=True)\n"
-             "(out / 'figures' / '01_curve.png').write_bytes(b'a new figure')\n"
-             "(out / 'checkpoints' / 'model.pt').write_bytes(b'new weights')\n")
+_CLI_TEXT = "to be or not to be, that is the question\n"
+_REAL = PROJECT_ROOT / "artifacts" / "checkpoints"
 
 
-def _ra_notebook(path, *sources):
-    nb = _nbformat.v4.new_notebook()
-    nb.cells.append(_nbformat.v4.new_markdown_cell(f"# {path.stem}"))
-    nb.cells.append(_nbformat.v4.new_code_cell(_RA_PARAMS, metadata={"tags": ["parameters"]}))
-    nb.cells.extend(_nbformat.v4.new_code_cell(s) for s in sources)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    _nbformat.write(nb, path)
+def _tiny_gpt_checkpoint(path):
+    """A tiny char-GPT checkpoint in the layout notebook 06 saves (model, model_config, tokenizer)."""
+    torch.manual_seed(0)
+    tok = _CharTokenizer.from_text(_CLI_TEXT)
+    model = _GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1))
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config_dict(), "tokenizer": tok.to_dict()},
+                    path)
+    return path
 
 
-@pytest.fixture
-def committed_course(tmp_path, monkeypatch):
-    """A course folder with one notebook slot and committed results in a separate artifacts root (tmp)."""
-    from helpers import metrics as _metrics
+def _tiny_translation_checkpoint(path):
+    """A tiny translation checkpoint written by Translator.save (notebook 08's layout)."""
+    from helpers.seq2seq import Seq2Seq, Seq2SeqConfig
+    from helpers.translation import SPECIALS, Tokenizer, Translator, Vocab
 
-    root = tmp_path / "committed_artifacts"
-    monkeypatch.setenv("COURSE_ARTIFACTS_DIR", str(root))
-    (tmp_path / "notebooks").mkdir()
-    for name, value in [("01_model", 1.25), ("02_other", 3.5)]:
-        rec = _metrics.MetricRecorder(name, "full")
-        rec.record(f"{name[3:]}.loss", value, "nats", "a committed loss")
-    _metrics.MetricRecorder("01_model", "full").record("model.old_only", 7.0, "x", "recorded by an older 01")
-    (root / "figures").mkdir()
-    (root / "figures" / "01_curve.png").write_bytes(b"committed figure")
-    (root / "checkpoints").mkdir()
-    (root / "checkpoints" / "model.pt").write_bytes(b"committed weights")
-    (root / "tuning").mkdir()
-    (root / "tuning" / "notes.md").write_text("not copied to staging")
-    _metrics.write_results("full")
-    readme = tmp_path / "README.md"
-    readme.write_text("# Course\n<!-- results:start -->\n<!-- results:end -->\nend\n")
-    _metrics.sync_readme(readme)
-    return tmp_path
+    torch.manual_seed(0)
+    src = Vocab(list(SPECIALS) + ["i", "am", "cold", ".", "where", "is", "tom", "?"])
+    tgt = Vocab(list(SPECIALS) + ["j'", "ai", "froid", ".", "où", "est", "tom", "?"])
+    cfg = Seq2SeqConfig(len(src), len(tgt), d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=32,
+                        dropout=0.0, max_len=16)
+    tr = Translator(Seq2Seq(cfg), Tokenizer("en"), Tokenizer("fr").fit_truecase(["J'ai froid."]), src, tgt,
+                    extra={"decoding": {"beam": 2, "alpha": 0.6, "unk": "keep"}})
+    return tr.save(path)
 
 
-def _ra_snapshot(course):
-    root = course / "committed_artifacts"
-    files = [root / "metrics.json", root / "results.md", course / "README.md", root / "figures" / "01_curve.png",
-             root / "checkpoints" / "model.pt", root / "metrics" / "01_model.json"]
-    return {str(p): p.read_bytes() for p in files}
+class _RunsACommand:
+    """Unpickling this would run a shell command; the safe loader must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
-def _ra_cmd(course, *args):
-    return [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(course / "notebooks"),
-            "--build-dir", str(course / "build"), "--no-html", *args]
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    """Good tiny checkpoints of both kinds and one bad checkpoint of each kind of fault."""
+    d = tmp_path_factory.mktemp("cli")
+    files = {"gpt": _tiny_gpt_checkpoint(d / "tiny_gpt.pt"), "translation": _tiny_translation_checkpoint(d / "tiny_tr.pt"),
+             "missing": d / "no_such.pt", "empty": d / "empty.pt", "truncated": d / "truncated.pt",
+             "garbage": d / "garbage.pt", "directory": d / "a_folder.pt", "refused": d / "refused.pt",
+             "marker": d / "code_ran"}
+    files["empty"].write_bytes(b"")
+    real = (_REAL / "char_gpt.pt").read_bytes()  # read, never written
+    files["truncated"].write_bytes(real[:len(real) // 2])
+    files["garbage"].write_bytes(_random.Random(0).randbytes(4096))
+    files["directory"].mkdir()
+    torch.save({"model": _RunsACommand(files["marker"])}, files["refused"])
+    return files
 
 
-def test_a_failing_notebook_leaves_committed_results_figures_and_checkpoints_as_they_were(committed_course):
-    course = committed_course
-    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE, "raise RuntimeError('boom after the first metric')")
-    before = _ra_snapshot(course)
-    res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
-    assert res.returncode == 1, res.stderr
-    assert "FAILED: " in res.stderr and "RuntimeError: boom after the first metric" in res.stderr
-    assert _ra_snapshot(course) == before
-    stage = course / "build" / "full" / "staging" / "01_model"
-    assert "artifacts/ unchanged" in res.stderr and str(stage.name) in res.stderr
-    assert _json.loads((stage / "metrics" / "01_model.json").read_text())["model.loss"]["value"] == 9.75  # kept apart
-    assert not (stage / "tuning").exists()  # tuning/ is never copied around
-    assert "Traceback" not in res.stdout + res.stderr
+def _run_tool(*args, stdin=None, timeout=60):
+    env = {**os.environ, "COURSE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=PROJECT_ROOT, input=stdin, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def _assert_clean_error(res, *needles):
+    """Exit status 2, an `error: ...` line on stderr that contains every needle, no traceback, no unsafe advice."""
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr and "weights_only=False" not in res.stderr, res.stderr[-2000:]
+    assert "error:" in res.stderr.strip().splitlines()[-1], res.stderr
+    for needle in needles:
+        assert needle in res.stderr, (needle, res.stderr)
+    assert res.stdout == ""
+
+
+_BAD_CHECKPOINTS = {  # fault -> what the message must say (besides the file name)
+    "missing": "does not exist", "empty": "is empty", "truncated": "truncated or damaged",
+    "garbage": "not a PyTorch checkpoint", "directory": "is a directory", "refused": "refused by the safe loader",
+}
+
+
+@pytest.mark.parametrize("tool", ["sample.py", "translate.py"])
+@pytest.mark.parametrize("fault", list(_BAD_CHECKPOINTS))
+def test_a_bad_checkpoint_is_a_clear_error_naming_the_file(cli_files, tool, fault):
+    path = cli_files[fault]
+    args = ["--length", "5"] if tool == "sample.py" else ["I am cold."]
+    res = _run_tool(tool, "--checkpoint", path, *args)
+    _assert_clean_error(res, str(path), _BAD_CHECKPOINTS[fault])
+    assert not cli_files["marker"].exists()  # the pickled command never ran
+
+
+def test_each_tool_names_the_kind_of_the_other_tools_checkpoint(cli_files):
+    res = _run_tool("sample.py", "--checkpoint", "artifacts/checkpoints/translation.pt")
+    _assert_clean_error(res, "artifacts/checkpoints/translation.pt is a translation checkpoint (from notebook 08), "
+                             "not a char-GPT checkpoint (from notebook 06)")
+    res = _run_tool("translate.py", "--checkpoint", cli_files["gpt"], "I am cold.")
+    _assert_clean_error(res, f"{cli_files['gpt']} is a char-GPT checkpoint (from notebook 06), "
+                             f"not a translation checkpoint (from notebook 08)")
+
+
+def test_load_checkpoint_errors_are_checkpoint_errors_and_missing_is_still_file_not_found(cli_files):
+    from helpers.training import CheckpointError, checkpoint_kind
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(cli_files["missing"])
+    for fault in _BAD_CHECKPOINTS:
+        with pytest.raises(CheckpointError, match=_BAD_CHECKPOINTS[fault]) as info:
+            load_checkpoint(cli_files[fault])
+        assert str(cli_files[fault]) in str(info.value) and "weights_only=False" not in str(info.value)
+    assert checkpoint_kind(load_checkpoint(cli_files["gpt"])) == "char-gpt"
+    assert checkpoint_kind(load_checkpoint(cli_files["translation"], kind="translation")) == "translation"
+    with pytest.raises(CheckpointError, match="is a translation checkpoint"):
+        load_checkpoint(cli_files["translation"], kind="char-gpt")
+    other = cli_files["gpt"].with_name("other.pt")
+    save_checkpoint({"weights": torch.ones(2)}, other)
+    with pytest.raises(CheckpointError, match="is not a char-GPT checkpoint.*'weights'"):
+        load_checkpoint(other, kind="char-gpt")
+    broken = cli_files["gpt"].with_name("broken_gpt.pt")  # the right keys, weights of the wrong shapes
+    ckpt = load_checkpoint(cli_files["gpt"])
+    save_checkpoint({**ckpt, "model_config": {**ckpt["model_config"], "d_model": 32}}, broken)
+    res = _run_tool("sample.py", "--checkpoint", broken, "--length", "5")
+    _assert_clean_error(res, str(broken), "does not hold a usable char-GPT")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--length", "1000000000"], "--length: must be in 0..100,000"),
+    (["--length", "-1"], "--length"),
+    (["--temperature", "0"], "--temperature: must be a finite number > 0"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--temperature", "inf"], "--temperature"),
+    (["--top-k", "0"], "--top-k: must be >= 1"),
+    (["--top-p", "0"], "--top-p: must be in (0, 1]"),
+    (["--top-p", "1.5"], "--top-p"),
+    (["--top-p", "nan"], "--top-p"),
+])
+def test_sample_rejects_bad_options(args, needle):
+    _assert_clean_error(_run_tool("sample.py", *args), needle)
+
+
+def test_sample_rejects_options_that_need_the_checkpoint_and_a_bad_device(cli_files):
+    res = _run_tool("sample.py", "--checkpoint", cli_files["gpt"], "--top-k", "1000")
+    _assert_clean_error(res, f"--top-k: must be in 1..{len(set(_CLI_TEXT))} (the vocabulary size)")
+    res = _run_tool("sample.py", "--checkpoint", cli_files["gpt"], "--prompt", "ROMEO!")
+    _assert_clean_error(res, "--prompt", "outside the vocabulary")
+    res = _run_tool("sample.py", "--checkpoint", cli_files["gpt"], "--device", "abacus")
+    _assert_clean_error(res, "--device", "unknown device 'abacus'")
+    assert "0..100,000" in _run_tool("sample.py", "--help").stdout  # the limit is in the help
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--beam", "0"], "--beam: must be >= 1"),
+    (["--beam", "-1"], "--beam: must be >= 1"),
+    (["--beam", "two"], "--beam"),
+    (["--alpha", "nan"], "--alpha: must be a finite number >= 0"),
+    (["--alpha", "inf"], "--alpha: must be a finite number >= 0"),
+    (["--alpha", "-0.5"], "--alpha"),
+    (["--greedy", "--beam", "3"], "not allowed with"),
+    (["--file", "no_such_file.txt"], "--file no_such_file.txt: no such file"),
+    (["--file", "notebooks"], "--file notebooks is a directory"),
+])
+def test_translate_rejects_bad_options(args, needle):
+    _assert_clean_error(_run_tool("translate.py", *args, stdin="I am cold.\n"), needle)
+
+
+def test_translate_rejects_input_that_is_not_utf8_and_a_bad_device(cli_files, tmp_path):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("I am cold.\nCafé?\n".encode("latin-1"))
+    res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], "--file", latin1)
+    _assert_clean_error(res, f"--file {latin1} is not UTF-8 text", "line 2")
+    res = subprocess.run([sys.executable, "translate.py", "--checkpoint", str(cli_files["translation"])],
+                         cwd=PROJECT_ROOT, input=b"caf\xe9\n", capture_output=True, timeout=60)
+    assert res.returncode == 2 and b"stdin is not UTF-8 text" in res.stderr and b"Traceback" not in res.stderr
+    res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], "--device", "abacus", "I am cold.")
+    _assert_clean_error(res, "--device", "unknown device 'abacus'")
+
+
+def test_translate_keeps_blank_lines_so_output_lines_up_with_input(cli_files, tmp_path):
+    from helpers.translation import Translator
+
+    expected = Translator.load(cli_files["translation"]).translate(["I am cold.", "Where is Tom?"], beam=2, unk="keep")
+    res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], stdin="I am cold.\n\nWhere is Tom?\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n") == [expected[0], "", expected[1], ""]
+    assert res.stderr.count("device:") == 1 and "device:" not in res.stdout
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"\r\nI am cold.\r\n   \r\nWhere is Tom?")  # Windows line ends, a blank first line, no final newline
+    res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], "--file", crlf)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n") == ["", expected[0], "", expected[1], ""]
+
+
+def test_sample_streams_the_same_text_as_generate_text(cli_files):
+    from helpers.models import load_char_gpt
+
+    model, tok = load_char_gpt(cli_files["gpt"])
+    res = _run_tool("sample.py", "--checkpoint", cli_files["gpt"], "--prompt", "to be", "--length", "40", "--seed", "3",
+                    "--top-k", "5")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == _generate_text(model, tok, "to be", 40, seed=3, temperature=0.8, top_k=5) + "\n"
+    assert res.stderr.count("device: cpu") == 1
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX only")
-@pytest.mark.parametrize("stubborn", [False, True], ids=["ctrl-c", "cell-ignores-ctrl-c-then-ctrl-c-again"])
-def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_changes_nothing(committed_course, stubborn):
-    course = committed_course
-    marker = course / "cell_is_running"
-    ignore = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if stubborn else ""
-    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE,
-                 f"import pathlib, time\n{ignore}pathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
-                 "print('never runs')")
-    before = _ra_snapshot(course)
-    proc = subprocess.Popen(_ra_cmd(course), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=course)
+def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
+    env = {**os.environ, "COURSE_DEVICE": "cpu"}
+    proc = subprocess.Popen([sys.executable, "sample.py", "--checkpoint", str(cli_files["gpt"]), "--prompt", "to be",
+                             "--length", "100000", "--no-cache"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    seen, deadline = b"", _time.monotonic() + 60
     try:
-        deadline = _ra_time.monotonic() + 120
-        while not marker.exists():
-            assert proc.poll() is None and _ra_time.monotonic() < deadline, "the sleeping cell never started"
-            _ra_time.sleep(0.1)
-        _ra_time.sleep(0.3)
-        proc.send_signal(_ra_signal.SIGINT)
-        if stubborn:  # the cell ignores the first Ctrl-C; the second stops the run at once
-            _ra_time.sleep(1.0)
-            proc.send_signal(_ra_signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        while len(seen) < len("to be") + 30:  # the prompt and some generated text have been printed
+            ready, _, _ = _select.select([proc.stdout], [], [], max(0.0, deadline - _time.monotonic()))
+            assert ready, f"no streamed text within 60 s (got {seen!r})"
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, proc.stderr.read().decode()
+            seen += chunk
+        proc.send_signal(_signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+    out, err = (seen + rest).decode(), err.decode()
     assert proc.returncode == 130, err
-    assert "Traceback" not in out + err
-    partial = course / "build" / "full" / "executed" / "01_model.ipynb"
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) <= 2, err
-    assert lines[0].startswith("interrupted: ") and "01_model.ipynb in cell 4" in lines[0]
-    assert f"partial copy: {partial}" in lines[0]
-    nb = _nbformat.read(partial, as_version=4)
-    assert nb.cells[0].source.startswith("**Interrupted**")
-    assert any(c.source.startswith("**Interrupted here**") for c in nb.cells)
-    assert _ra_snapshot(course) == before
-    assert not nb.cells[-1].outputs  # the cell after the interrupted one did not run
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+    assert out.startswith("to be") and len(out) >= len("to be") + 30 and len(out) < 100_000  # stopped early
 
 
-def test_a_successful_run_promotes_its_outputs_and_drops_metrics_the_notebook_no_longer_records(committed_course):
-    course = committed_course
-    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
-    res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
-    assert res.returncode == 0, res.stderr
-    root = course / "committed_artifacts"
-    merged = _json.loads((root / "metrics.json").read_text())
-    assert merged["model.loss"]["value"] == 9.75 and merged["other.loss"]["value"] == 3.5
-    assert "model.old_only" not in merged  # a staged run starts the notebook's metrics afresh
-    assert (root / "figures" / "01_curve.png").read_bytes() == b"a new figure"
-    assert (root / "checkpoints" / "model.pt").read_bytes() == b"new weights"
-    assert "| `model.loss` | 9.75 |" in (root / "results.md").read_text()
-    assert "| `model.loss` | 9.75 |" in (course / "README.md").read_text()
-    assert (root / "tuning" / "notes.md").exists()
-    assert not (course / "build" / "full" / "staging" / "01_model").exists()
-
-
+# ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
 
 # ---- data, saves and model settings ----------------------------------------------------------------------------
 

@@ -100,3 +100,31 @@ def test_long_prompt_is_cropped_to_block_size(model, tok):
     out = generate_text(model, tok, prompt, 10, greedy=True)
     assert out.startswith(prompt) and len(out) == len(prompt) + 10
     assert out == prompt + generate_text(model, tok, prompt[-24:], 10, greedy=True)[24:]
+
+
+@pytest.mark.parametrize("kwargs", [dict(greedy=True), dict(temperature=0.8, top_k=5, top_p=0.9, seed=4),
+                                    dict(seed=1, use_cache=False)])
+def test_streamed_text_equals_generate_text(model, tok, kwargs):
+    from helpers.generation import stream_text
+
+    pieces = list(stream_text(model, tok, "to be", 60, **kwargs))  # 60 > block_size: the cache is rebuilt
+    assert len(pieces) == 60 and all(len(p) == 1 for p in pieces)
+    assert "to be" + "".join(pieces) == generate_text(model, tok, "to be", 60, **kwargs)
+
+
+def test_stream_checks_at_once_goes_on_without_a_length_and_restores_the_mode(model, tok):
+    import itertools
+
+    from helpers.generation import stream_text
+
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        stream_text(model, tok, "ROMEO!", 5)  # raised before anything is generated, not at the first next()
+    with pytest.raises(ValueError, match="temperature"):
+        stream_text(model, tok, "to", 5, temperature=0.0)
+    model.train()
+    endless = stream_text(model, tok, "to be", None, seed=2)
+    first = "".join(itertools.islice(endless, 30))
+    assert model.training is False  # generating in eval mode
+    endless.close()  # the caller stops early
+    assert model.training is True
+    assert "to be" + first == generate_text(model, tok, "to be", 30, seed=2)

@@ -142,9 +142,33 @@ def test_translate_command_reads_arguments_and_stdin(tmp_path):
     assert len(out.stdout.splitlines()) == 2
     out = subprocess.run(cmd, input="I am cold.\n\nI am.\n", capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert len(out.stdout.splitlines()) == 2  # blank lines are skipped when reading stdin
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and lines[1] == ""  # a blank input line gives a blank output line
     out = subprocess.run(cmd + [""], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and "empty" in out.stderr
+    assert out.returncode == 2 and "sentence 1 is empty" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_translate_command_choices_match_the_helpers():
+    import translate
+    from helpers.translation import UNK_RULES
+
+    assert translate.UNK_CHOICES == UNK_RULES
+
+
+def test_load_names_the_file_and_the_kind_and_puts_the_model_on_the_device(tmp_path):
+    from helpers.training import CheckpointError, save_checkpoint
+
+    path = tiny_translator().save(tmp_path / "tiny.pt")
+    loaded = Translator.load(path, device="cpu")
+    assert loaded.device == torch.device("cpu")
+    gpt_like = save_checkpoint({"model": {}, "model_config": {}, "tokenizer": {"chars": "ab"}}, tmp_path / "gpt.pt")
+    with pytest.raises(CheckpointError, match=r"gpt\.pt is a char-GPT checkpoint \(from notebook 06\), not a translation"):
+        Translator.load(gpt_like)
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["d_model"] = 32  # weights no longer fit the config
+    bad = save_checkpoint(blob, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad\.pt does not hold a usable translation model"):
+        Translator.load(bad)
 
 
 def test_unknown_generated_word_uses_the_dictionary_for_a_known_source_word():
