@@ -260,6 +260,142 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
 
 # ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
 
+import json as _json
+import signal as _ra_signal
+import time as _ra_time
+
+import nbformat as _nbformat
+
+_RA_PARAMS = "mode = 'full'  # run mode"
+_RA_WRITE = ("import os, pathlib\n"
+             "from helpers.metrics import MetricRecorder\n"
+             "from helpers.utils import artifacts_dir\n"
+             "out = artifacts_dir(mode)\n"
+             "MetricRecorder('01_model', mode).record('model.loss', 9.75, 'nats', 'a new loss')\n"
+             "(out / 'figures').mkdir(exist_ok=True)\n"
+             "(out / 'figures' / '01_curve.png').write_bytes(b'a new figure')\n"
+             "(out / 'checkpoints' / 'model.pt').write_bytes(b'new weights')\n")
+
+
+def _ra_notebook(path, *sources):
+    nb = _nbformat.v4.new_notebook()
+    nb.cells.append(_nbformat.v4.new_markdown_cell(f"# {path.stem}"))
+    nb.cells.append(_nbformat.v4.new_code_cell(_RA_PARAMS, metadata={"tags": ["parameters"]}))
+    nb.cells.extend(_nbformat.v4.new_code_cell(s) for s in sources)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    _nbformat.write(nb, path)
+
+
+@pytest.fixture
+def committed_course(tmp_path, monkeypatch):
+    """A course folder with one notebook slot and committed results in a separate artifacts root (tmp)."""
+    from helpers import metrics as _metrics
+
+    root = tmp_path / "committed_artifacts"
+    monkeypatch.setenv("COURSE_ARTIFACTS_DIR", str(root))
+    (tmp_path / "notebooks").mkdir()
+    for name, value in [("01_model", 1.25), ("02_other", 3.5)]:
+        rec = _metrics.MetricRecorder(name, "full")
+        rec.record(f"{name[3:]}.loss", value, "nats", "a committed loss")
+    _metrics.MetricRecorder("01_model", "full").record("model.old_only", 7.0, "x", "recorded by an older 01")
+    (root / "figures").mkdir()
+    (root / "figures" / "01_curve.png").write_bytes(b"committed figure")
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / "model.pt").write_bytes(b"committed weights")
+    (root / "tuning").mkdir()
+    (root / "tuning" / "notes.md").write_text("not copied to staging")
+    _metrics.write_results("full")
+    readme = tmp_path / "README.md"
+    readme.write_text("# Course\n<!-- results:start -->\n<!-- results:end -->\nend\n")
+    _metrics.sync_readme(readme)
+    return tmp_path
+
+
+def _ra_snapshot(course):
+    root = course / "committed_artifacts"
+    files = [root / "metrics.json", root / "results.md", course / "README.md", root / "figures" / "01_curve.png",
+             root / "checkpoints" / "model.pt", root / "metrics" / "01_model.json"]
+    return {str(p): p.read_bytes() for p in files}
+
+
+def _ra_cmd(course, *args):
+    return [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(course / "notebooks"),
+            "--build-dir", str(course / "build"), "--no-html", *args]
+
+
+def test_a_failing_notebook_leaves_committed_results_figures_and_checkpoints_as_they_were(committed_course):
+    course = committed_course
+    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE, "raise RuntimeError('boom after the first metric')")
+    before = _ra_snapshot(course)
+    res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
+    assert res.returncode == 1, res.stderr
+    assert "FAILED: " in res.stderr and "RuntimeError: boom after the first metric" in res.stderr
+    assert _ra_snapshot(course) == before
+    stage = course / "build" / "full" / "staging" / "01_model"
+    assert "artifacts/ unchanged" in res.stderr and str(stage.name) in res.stderr
+    assert _json.loads((stage / "metrics" / "01_model.json").read_text())["model.loss"]["value"] == 9.75  # kept apart
+    assert not (stage / "tuning").exists()  # tuning/ is never copied around
+    assert "Traceback" not in res.stdout + res.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX only")
+@pytest.mark.parametrize("stubborn", [False, True], ids=["ctrl-c", "cell-ignores-ctrl-c-then-ctrl-c-again"])
+def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_changes_nothing(committed_course, stubborn):
+    course = committed_course
+    marker = course / "cell_is_running"
+    ignore = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if stubborn else ""
+    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE,
+                 f"import pathlib, time\n{ignore}pathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
+                 "print('never runs')")
+    before = _ra_snapshot(course)
+    proc = subprocess.Popen(_ra_cmd(course), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=course)
+    try:
+        deadline = _ra_time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None and _ra_time.monotonic() < deadline, "the sleeping cell never started"
+            _ra_time.sleep(0.1)
+        _ra_time.sleep(0.3)
+        proc.send_signal(_ra_signal.SIGINT)
+        if stubborn:  # the cell ignores the first Ctrl-C; the second stops the run at once
+            _ra_time.sleep(1.0)
+            proc.send_signal(_ra_signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    partial = course / "build" / "full" / "executed" / "01_model.ipynb"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) <= 2, err
+    assert lines[0].startswith("interrupted: ") and "01_model.ipynb in cell 4" in lines[0]
+    assert f"partial copy: {partial}" in lines[0]
+    nb = _nbformat.read(partial, as_version=4)
+    assert nb.cells[0].source.startswith("**Interrupted**")
+    assert any(c.source.startswith("**Interrupted here**") for c in nb.cells)
+    assert _ra_snapshot(course) == before
+    assert not nb.cells[-1].outputs  # the cell after the interrupted one did not run
+
+
+def test_a_successful_run_promotes_its_outputs_and_drops_metrics_the_notebook_no_longer_records(committed_course):
+    course = committed_course
+    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
+    res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
+    assert res.returncode == 0, res.stderr
+    root = course / "committed_artifacts"
+    merged = _json.loads((root / "metrics.json").read_text())
+    assert merged["model.loss"]["value"] == 9.75 and merged["other.loss"]["value"] == 3.5
+    assert "model.old_only" not in merged  # a staged run starts the notebook's metrics afresh
+    assert (root / "figures" / "01_curve.png").read_bytes() == b"a new figure"
+    assert (root / "checkpoints" / "model.pt").read_bytes() == b"new weights"
+    assert "| `model.loss` | 9.75 |" in (root / "results.md").read_text()
+    assert "| `model.loss` | 9.75 |" in (course / "README.md").read_text()
+    assert (root / "tuning" / "notes.md").exists()
+    assert not (course / "build" / "full" / "staging" / "01_model").exists()
+
+
+
 # ---- data, saves and model settings ----------------------------------------------------------------------------
 
 def _offline(url, timeout):
