@@ -258,6 +258,7 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
     assert out.startswith("to be") and len(out) >= len("to be") + 30 and len(out) < 100_000  # stopped early
 
 
+
 # ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
 
 import json as _json
