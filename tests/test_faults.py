@@ -258,7 +258,6 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
     assert out.startswith("to be") and len(out) >= len("to be") + 30 and len(out) < 100_000  # stopped early
 
 
-
 # ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
 
 import json as _json
@@ -394,7 +393,6 @@ def test_a_successful_run_promotes_its_outputs_and_drops_metrics_the_notebook_no
     assert "| `model.loss` | 9.75 |" in (course / "README.md").read_text()
     assert (root / "tuning" / "notes.md").exists()
     assert not (course / "build" / "full" / "staging" / "01_model").exists()
-
 
 
 # ---- data, saves and model settings ----------------------------------------------------------------------------
