@@ -36,6 +36,10 @@ RESUMABLE = "checkpoints/*_train_state.pt"  # training states a stopped run leav
 INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, how long the running cell gets to stop before the kernel is killed
 
 
+class SelectionError(ValueError):
+    """A notebook selection (--only, --from) or notebooks folder that names nothing, or more than one thing."""
+
+
 class Interrupted(Exception):
     """The run was stopped by Ctrl-C (SIGINT) while a notebook was executing."""
 
@@ -47,7 +51,7 @@ class Interrupted(Exception):
 def discover(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """Return the course notebooks (NN_name.ipynb) in their numbered order."""
     if not folder.is_dir():
-        raise SystemExit(f"error: no notebooks folder at {folder}")
+        raise SelectionError(f"no notebooks folder at {folder}")
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -63,9 +67,9 @@ def resolve(notebooks: list[Path], key: str, option: str = "--only") -> Path:
             hits = [p for p in notebooks if name and (p.stem.startswith(name) or p.stem[3:].startswith(name))]
         what = "no notebook matches it"
     if not hits:
-        raise SystemExit(f"error: {option} {key}: {what}; see --list")
+        raise SelectionError(f"{option} {key}: {what}; see --list")
     if len(hits) > 1:
-        raise SystemExit(f"error: {option} {key} is ambiguous: it matches {', '.join(p.stem for p in hits)}")
+        raise SelectionError(f"{option} {key} is ambiguous: it matches {', '.join(p.stem for p in hits)}")
     return hits[0]
 
 
@@ -420,7 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
 
-    notebooks = select(discover(args.notebooks_dir), args.only, args.start)
+    try:
+        notebooks = select(discover(args.notebooks_dir), args.only, args.start)
+    except SelectionError as err:
+        parser.error(str(err))  # exit status 2, like every other bad option
     if args.list:
         for p in notebooks:
             print(f"{p.name:45s} {title_of(p)}")

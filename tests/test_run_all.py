@@ -56,7 +56,7 @@ def test_selection_by_number_name_and_from(course):
     assert [p.stem for p in run_all.select(nbs, ["3"], None)] == ["03_after"]
     assert [p.stem for p in run_all.select(nbs, ["01_good", "02"], None)] == ["01_good", "02_bad"]
     assert [p.stem for p in run_all.select(nbs, None, "02")] == ["02_bad", "03_after"]
-    with pytest.raises(SystemExit, match="--only 7: no notebook is numbered 07"):
+    with pytest.raises(run_all.SelectionError, match="--only 7: no notebook is numbered 07"):
         run_all.select(nbs, ["7"], None)
 
 
@@ -68,9 +68,9 @@ def test_numbers_select_exactly_one_notebook(ten):
     assert stems(run_all.select(ten, None, "9")) == ["09_profiling", "10_experiments"]
     assert len(run_all.select(ten, None, "1")) == 10
     for bad in (["0"], ["00"], ["11"]):
-        with pytest.raises(SystemExit, match="no notebook is numbered"):
+        with pytest.raises(run_all.SelectionError, match="no notebook is numbered"):
             run_all.select(ten, bad, None)
-    with pytest.raises(SystemExit, match="--from 0: no notebook is numbered 00"):
+    with pytest.raises(run_all.SelectionError, match="--from 0: no notebook is numbered 00"):
         run_all.select(ten, None, "0")
 
 
@@ -79,14 +79,14 @@ def test_names_and_unique_prefixes_select_and_an_ambiguous_prefix_lists_the_cand
     assert stems(run_all.select(ten, ["06_char_gpt.ipynb"], None)) == ["06_char_gpt"]
     assert stems(run_all.select(ten, ["char"], None)) == ["06_char_gpt"]  # a prefix of the name after the number
     assert stems(run_all.select(ten, ["03_h"], None)) == ["03_heads"]
-    with pytest.raises(SystemExit, match="--only attention is ambiguous: it matches 01_attention_by_hand, "
+    with pytest.raises(run_all.SelectionError, match="--only attention is ambiguous: it matches 01_attention_by_hand, "
                                          "02_attention_masks"):
         run_all.select(ten, ["attention"], None)
-    with pytest.raises(SystemExit, match="--from attention is ambiguous"):
+    with pytest.raises(run_all.SelectionError, match="--from attention is ambiguous"):
         run_all.select(ten, None, "attention")
-    with pytest.raises(SystemExit, match="--only 0_: no notebook matches it"):
+    with pytest.raises(run_all.SelectionError, match="--only 0_: no notebook matches it"):
         run_all.select(ten, ["0_"], None)
-    with pytest.raises(SystemExit, match="--only nothing_like_it: no notebook matches it"):
+    with pytest.raises(run_all.SelectionError, match="--only nothing_like_it: no notebook matches it"):
         run_all.select(ten, ["nothing_like_it"], None)
 
 
@@ -95,10 +95,10 @@ def test_bad_selections_and_a_missing_notebooks_folder_are_clear_errors(course, 
                          (["--only", "0_"], "no notebook matches it"),
                          (["--from", "9"], "--from 9: no notebook is numbered 09")]:
         res = run(course, *args, "--list")
-        assert res.returncode == 1 and needle in res.stderr and "Traceback" not in res.stderr
+        assert res.returncode == 2 and "error: " in res.stderr and needle in res.stderr and "Traceback" not in res.stderr
     cmd = [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(tmp_path / "nowhere"), "--list"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1 and "no notebooks folder at" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "no notebooks folder at" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_list_shows_titles(course):
