@@ -6,8 +6,10 @@
     python run_all.py --list          # show the notebooks and stop
     python run_all.py --write-back    # full run, then save the executed notebooks over notebooks/ (for committing)
 
-Each notebook runs against a staging copy of artifacts/ (build/MODE/staging/NN_name/); only when it succeeds are
-its new or changed figures, metrics and checkpoints moved into artifacts/, file by file. A failed or interrupted
+A full run works on its own copy of the committed artifacts, build/full/artifacts/, and leaves artifacts/ and the
+README alone; --write-back (for maintainers, to commit a run) writes into artifacts/ and the README instead.
+Each notebook runs against a staging copy of those artifacts (build/MODE/staging/NN_name/); only when it succeeds
+are its new or changed figures, metrics and checkpoints moved in, file by file. A failed or interrupted
 notebook leaves artifacts/, the results table and the README as they were, and its staging folder for inspection.
 Ctrl-C interrupts the running cell, marks the partial executed copy as interrupted and exits with status 130.
 """
@@ -337,6 +339,20 @@ def promote(stage_root: Path, real_root: Path, mode: str, copied: set[str]) -> l
     return changed
 
 
+def run_copy(committed: Path, copy: Path, fresh: bool) -> Path:
+    """Return a full run's own artifacts folder, a copy of the committed one (made afresh when `fresh` or missing).
+
+    A plain full run writes its figures, metrics, checkpoints and results table there, so that the committed
+    results, and the README that quotes them, change only when a maintainer runs with --write-back.
+    """
+    if fresh or not copy.exists():
+        shutil.rmtree(copy, ignore_errors=True)
+        for rel, src in files_under(committed, NOT_STAGED).items():
+            _copy(src, copy / rel)
+        copy.mkdir(parents=True, exist_ok=True)
+    return copy
+
+
 @contextmanager
 def sigint_deferred():
     """Hold Ctrl-C back until the block ends, so that moving results into artifacts/ is not cut half-way."""
@@ -443,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get(ARTIFACTS_ENV):
         os.environ[ARTIFACTS_ENV] = str(args.notebooks_dir.resolve().parent / "artifacts")
     real_root = artifacts_dir("full").resolve()
+    if mode == "full" and not args.write_back:  # the committed results change only with --write-back
+        real_root = run_copy(real_root, (args.build_dir / "full" / "artifacts").resolve(),
+                             fresh=not args.only and not args.start)
     os.environ[ARTIFACTS_ENV] = str(real_root)
     os.environ["COURSE_MODE"] = mode  # notebooks that read their mode from the environment agree with the run
     executed_dir, html_dir = args.build_dir / mode / "executed", args.build_dir / mode / "html"
@@ -507,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigint_deferred():
             json_path, md_path = write_results(mode)
             readme = args.notebooks_dir.parent / "README.md"
-            if mode == "full" and readme.exists() and "<!-- results:start -->" in readme.read_text():
+            if args.write_back and readme.exists() and "<!-- results:start -->" in readme.read_text():
                 sync_readme(readme, mode)
     if interrupted:
         path, out_path, stage, cell_id = interrupted

@@ -7,31 +7,30 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import os
+import random
+import select
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 
+import nbformat
 import pytest
 import torch
 
 import helpers.data as data
 from helpers.attention import MultiHeadAttention, scaled_dot_product_attention
+from helpers.generation import generate_text
 from helpers.layers import TransformerConfig
-from helpers.models import GPTConfig
+from helpers.models import GPT, GPTConfig
+from helpers.shakespeare import CharTokenizer
 from helpers.training import load_checkpoint, save_checkpoint
 from helpers.utils import PROJECT_ROOT
 
 # ---- command-line tools: bad checkpoints, bad options, streams -------------------------------------------------
-
-import random as _random
-import select as _select
-import signal as _signal
-import time as _time
-
-from helpers.generation import generate_text as _generate_text
-from helpers.models import GPT as _GPT
-from helpers.shakespeare import CharTokenizer as _CharTokenizer
 
 _CLI_TEXT = "to be or not to be, that is the question\n"
 _REAL = PROJECT_ROOT / "artifacts" / "checkpoints"
@@ -40,8 +39,8 @@ _REAL = PROJECT_ROOT / "artifacts" / "checkpoints"
 def _tiny_gpt_checkpoint(path):
     """A tiny char-GPT checkpoint in the layout notebook 06 saves (model, model_config, tokenizer)."""
     torch.manual_seed(0)
-    tok = _CharTokenizer.from_text(_CLI_TEXT)
-    model = _GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1))
+    tok = CharTokenizer.from_text(_CLI_TEXT)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1))
     save_checkpoint({"model": model.state_dict(), "model_config": model.config_dict(), "tokenizer": tok.to_dict()},
                     path)
     return path
@@ -83,7 +82,7 @@ def cli_files(tmp_path_factory):
     files["empty"].write_bytes(b"")
     real = (_REAL / "char_gpt.pt").read_bytes()  # read, never written
     files["truncated"].write_bytes(real[:len(real) // 2])
-    files["garbage"].write_bytes(_random.Random(0).randbytes(4096))
+    files["garbage"].write_bytes(random.Random(0).randbytes(4096))
     files["directory"].mkdir()
     torch.save({"model": _RunsACommand(files["marker"])}, files["refused"])
     return files
@@ -228,7 +227,7 @@ def test_sample_streams_the_same_text_as_generate_text(cli_files):
     res = _run_tool("sample.py", "--checkpoint", cli_files["gpt"], "--prompt", "to be", "--length", "40", "--seed", "3",
                     "--top-k", "5")
     assert res.returncode == 0, res.stderr
-    assert res.stdout == _generate_text(model, tok, "to be", 40, seed=3, temperature=0.8, top_k=5) + "\n"
+    assert res.stdout == generate_text(model, tok, "to be", 40, seed=3, temperature=0.8, top_k=5) + "\n"
     assert res.stderr.count("device: cpu") == 1
 
 
@@ -238,15 +237,15 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
     proc = subprocess.Popen([sys.executable, "sample.py", "--checkpoint", str(cli_files["gpt"]), "--prompt", "to be",
                              "--length", "100000", "--no-cache"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
-    seen, deadline = b"", _time.monotonic() + 60
+    seen, deadline = b"", time.monotonic() + 60
     try:
         while len(seen) < len("to be") + 30:  # the prompt and some generated text have been printed
-            ready, _, _ = _select.select([proc.stdout], [], [], max(0.0, deadline - _time.monotonic()))
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
             assert ready, f"no streamed text within 60 s (got {seen!r})"
             chunk = os.read(proc.stdout.fileno(), 4096)
             assert chunk, proc.stderr.read().decode()
             seen += chunk
-        proc.send_signal(_signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -260,12 +259,6 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
 
 # ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
 
-import json as _json
-import signal as _ra_signal
-import time as _ra_time
-
-import nbformat as _nbformat
-
 _RA_PARAMS = "mode = 'full'  # run mode"
 _RA_WRITE = ("import os, pathlib\n"
              "from helpers.metrics import MetricRecorder\n"
@@ -278,12 +271,12 @@ _RA_WRITE = ("import os, pathlib\n"
 
 
 def _ra_notebook(path, *sources):
-    nb = _nbformat.v4.new_notebook()
-    nb.cells.append(_nbformat.v4.new_markdown_cell(f"# {path.stem}"))
-    nb.cells.append(_nbformat.v4.new_code_cell(_RA_PARAMS, metadata={"tags": ["parameters"]}))
-    nb.cells.extend(_nbformat.v4.new_code_cell(s) for s in sources)
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {path.stem}"))
+    nb.cells.append(nbformat.v4.new_code_cell(_RA_PARAMS, metadata={"tags": ["parameters"]}))
+    nb.cells.extend(nbformat.v4.new_code_cell(s) for s in sources)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    _nbformat.write(nb, path)
+    nbformat.write(nb, path)
 
 
 @pytest.fixture
@@ -327,13 +320,13 @@ def test_a_failing_notebook_leaves_committed_results_figures_and_checkpoints_as_
     course = committed_course
     _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE, "raise RuntimeError('boom after the first metric')")
     before = _ra_snapshot(course)
-    res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
+    res = subprocess.run(_ra_cmd(course, "--write-back"), capture_output=True, text=True, timeout=300, cwd=course)
     assert res.returncode == 1, res.stderr
     assert "FAILED: " in res.stderr and "RuntimeError: boom after the first metric" in res.stderr
     assert _ra_snapshot(course) == before
     stage = course / "build" / "full" / "staging" / "01_model"
     assert "artifacts/ unchanged" in res.stderr and str(stage.name) in res.stderr
-    assert _json.loads((stage / "metrics" / "01_model.json").read_text())["model.loss"]["value"] == 9.75  # kept apart
+    assert json.loads((stage / "metrics" / "01_model.json").read_text())["model.loss"]["value"] == 9.75  # kept apart
     assert not (stage / "tuning").exists()  # tuning/ is never copied around
     assert "Traceback" not in res.stdout + res.stderr
 
@@ -348,17 +341,17 @@ def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_cha
                  f"import pathlib, time\n{ignore}pathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
                  "print('never runs')")
     before = _ra_snapshot(course)
-    proc = subprocess.Popen(_ra_cmd(course), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=course)
+    proc = subprocess.Popen(_ra_cmd(course, "--write-back"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=course)
     try:
-        deadline = _ra_time.monotonic() + 120
+        deadline = time.monotonic() + 120
         while not marker.exists():
-            assert proc.poll() is None and _ra_time.monotonic() < deadline, "the sleeping cell never started"
-            _ra_time.sleep(0.1)
-        _ra_time.sleep(0.3)
-        proc.send_signal(_ra_signal.SIGINT)
+            assert proc.poll() is None and time.monotonic() < deadline, "the sleeping cell never started"
+            time.sleep(0.1)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
         if stubborn:  # the cell ignores the first Ctrl-C; the second stops the run at once
-            _ra_time.sleep(1.0)
-            proc.send_signal(_ra_signal.SIGINT)
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -371,20 +364,35 @@ def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_cha
     assert len(lines) <= 2, err
     assert lines[0].startswith("interrupted: ") and "01_model.ipynb in cell 4" in lines[0]
     assert f"partial copy: {partial}" in lines[0]
-    nb = _nbformat.read(partial, as_version=4)
+    nb = nbformat.read(partial, as_version=4)
     assert nb.cells[0].source.startswith("**Interrupted**")
     assert any(c.source.startswith("**Interrupted here**") for c in nb.cells)
     assert _ra_snapshot(course) == before
     assert not nb.cells[-1].outputs  # the cell after the interrupted one did not run
 
 
+def test_a_plain_full_run_writes_its_results_beside_the_build_and_leaves_the_committed_ones(committed_course):
+    course = committed_course
+    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
+    before = _ra_snapshot(course)
+    res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
+    assert res.returncode == 0, res.stderr
+    assert _ra_snapshot(course) == before  # artifacts/ and the README are the committed ones
+    run = course / "build" / "full" / "artifacts"
+    merged = json.loads((run / "metrics.json").read_text())
+    assert merged["model.loss"]["value"] == 9.75 and merged["other.loss"]["value"] == 3.5
+    assert (run / "figures" / "01_curve.png").read_bytes() == b"a new figure"
+    assert (run / "checkpoints" / "model.pt").read_bytes() == b"new weights"
+    assert "results: build/full/artifacts/results.md" in res.stdout.replace(str(course) + "/", "")
+
+
 def test_a_successful_run_promotes_its_outputs_and_drops_metrics_the_notebook_no_longer_records(committed_course):
     course = committed_course
     _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
-    res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
+    res = subprocess.run(_ra_cmd(course, "--write-back"), capture_output=True, text=True, timeout=300, cwd=course)
     assert res.returncode == 0, res.stderr
     root = course / "committed_artifacts"
-    merged = _json.loads((root / "metrics.json").read_text())
+    merged = json.loads((root / "metrics.json").read_text())
     assert merged["model.loss"]["value"] == 9.75 and merged["other.loss"]["value"] == 3.5
     assert "model.old_only" not in merged  # a staged run starts the notebook's metrics afresh
     assert (root / "figures" / "01_curve.png").read_bytes() == b"a new figure"
