@@ -234,9 +234,12 @@ def test_sample_streams_the_same_text_as_generate_text(cli_files):
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX only")
 def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
     env = {**os.environ, "COURSE_DEVICE": "cpu"}
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that: restore the default, as in a
+    # terminal, so the test does not depend on how the test run itself was started.
     proc = subprocess.Popen([sys.executable, "sample.py", "--checkpoint", str(cli_files["gpt"]), "--prompt", "to be",
                              "--length", "100000", "--no-cache"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.monotonic() + 60
     try:
         while len(seen) < len("to be") + 30:  # the prompt and some generated text have been printed
