@@ -55,19 +55,16 @@ _announced: set[str] = set()
 def get_device(prefer: str | None = None) -> torch.device:
     """Pick the device: `prefer`, else $COURSE_DEVICE, else CUDA, then Apple MPS, then CPU."""
     choice = (prefer or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    available = {"cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+                 "cpu": True}
     if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(next(kind for kind, present in available.items() if present))
     try:
         device = torch.device(choice)
     except RuntimeError:
         raise ValueError(f"unknown device {choice!r} (from {'the argument' if prefer else DEVICE_ENV}); "
                          f"use cpu, cuda, cuda:N, mps or auto") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
     if not available.get(device.type, False):
         raise ValueError(f"device {choice!r} was asked for, but this machine has no {device.type.upper()} device; "
                          f"use cpu or auto")

@@ -28,6 +28,7 @@ from helpers.layers import TransformerConfig
 from helpers.models import GPT, GPTConfig
 from helpers.shakespeare import CharTokenizer
 from helpers.training import load_checkpoint, save_checkpoint
+from fake_course import make_notebook
 from helpers.utils import PROJECT_ROOT
 
 # ---- command-line tools: bad checkpoints, bad options, streams -------------------------------------------------
@@ -262,7 +263,6 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
 
 # ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
 
-_RA_PARAMS = "mode = 'full'  # run mode"
 _RA_WRITE = ("import os, pathlib\n"
              "from helpers.metrics import MetricRecorder\n"
              "from helpers.utils import artifacts_dir\n"
@@ -271,15 +271,6 @@ _RA_WRITE = ("import os, pathlib\n"
              "(out / 'figures').mkdir(exist_ok=True)\n"
              "(out / 'figures' / '01_curve.png').write_bytes(b'a new figure')\n"
              "(out / 'checkpoints' / 'model.pt').write_bytes(b'new weights')\n")
-
-
-def _ra_notebook(path, *sources):
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {path.stem}"))
-    nb.cells.append(nbformat.v4.new_code_cell(_RA_PARAMS, metadata={"tags": ["parameters"]}))
-    nb.cells.extend(nbformat.v4.new_code_cell(s) for s in sources)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
 
 
 @pytest.fixture
@@ -321,7 +312,7 @@ def _ra_cmd(course, *args):
 
 def test_a_failing_notebook_leaves_committed_results_figures_and_checkpoints_as_they_were(committed_course):
     course = committed_course
-    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE, "raise RuntimeError('boom after the first metric')")
+    make_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE, "raise RuntimeError('boom after the first metric')")
     before = _ra_snapshot(course)
     res = subprocess.run(_ra_cmd(course, "--write-back"), capture_output=True, text=True, timeout=300, cwd=course)
     assert res.returncode == 1, res.stderr
@@ -340,7 +331,7 @@ def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_cha
     course = committed_course
     marker = course / "cell_is_running"
     ignore = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if stubborn else ""
-    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE,
+    make_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE,
                  f"import pathlib, time\n{ignore}pathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
                  "print('never runs')")
     before = _ra_snapshot(course)
@@ -376,7 +367,7 @@ def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_cha
 
 def test_a_plain_full_run_writes_its_results_beside_the_build_and_leaves_the_committed_ones(committed_course):
     course = committed_course
-    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
+    make_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
     before = _ra_snapshot(course)
     res = subprocess.run(_ra_cmd(course), capture_output=True, text=True, timeout=300, cwd=course)
     assert res.returncode == 0, res.stderr
@@ -391,7 +382,7 @@ def test_a_plain_full_run_writes_its_results_beside_the_build_and_leaves_the_com
 
 def test_a_successful_run_promotes_its_outputs_and_drops_metrics_the_notebook_no_longer_records(committed_course):
     course = committed_course
-    _ra_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
+    make_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE)
     res = subprocess.run(_ra_cmd(course, "--write-back"), capture_output=True, text=True, timeout=300, cwd=course)
     assert res.returncode == 0, res.stderr
     root = course / "committed_artifacts"

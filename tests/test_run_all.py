@@ -7,16 +7,8 @@ import nbformat
 import pytest
 
 import run_all
+from fake_course import make_notebook
 from helpers.utils import PROJECT_ROOT
-
-
-def make_notebook(path, *sources, parameters="mode = 'full'  # run mode"):
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell(f"# Title of {path.stem}"))
-    nb.cells.append(nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}))
-    nb.cells.extend(nbformat.v4.new_code_cell(s) for s in sources)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
 
 
 @pytest.fixture
