@@ -84,9 +84,9 @@ def error(message: str) -> int:
 def main(argv=None) -> int:
     """Load the checkpoint, then print the prompt and the generated characters as they come."""
     args = parse_args(argv)
-    from helpers.generation import stream_text
+    from helpers.checkpoints import CheckpointError
+    from helpers.decoding import stream_text
     from helpers.models import load_char_gpt
-    from helpers.training import CheckpointError
     from helpers.utils import course_device
 
     try:

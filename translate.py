@@ -126,8 +126,8 @@ def main(argv=None) -> int:
     if not lines:
         return error("no sentences given (arguments, --file or stdin)")
 
-    from helpers.training import CheckpointError
-    from helpers.translation import Translator, default_checkpoint
+    from helpers.checkpoints import CheckpointError
+    from helpers.translator import Translator, default_checkpoint
     from helpers.utils import course_device
 
     try:

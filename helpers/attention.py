@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.dropout import check_p, dropout
+
+def check_p(p: float) -> None:
+    """Raise a ValueError naming p unless it is a probability (a dropout rate)."""
+    if not 0.0 <= p <= 1.0:  # also false for NaN
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
 
 
 def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
@@ -80,7 +84,7 @@ def scaled_dot_product_attention(
         attn_weights = torch.softmax(scores, dim=-1)
     else:  # softmax over a row of -inf would give NaN: give those rows zero weights instead
         attn_weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
-    dropped = dropout(attn_weights, dropout_p) if dropout_p > 0 else attn_weights
+    dropped = F.dropout(attn_weights, dropout_p) if dropout_p > 0 else attn_weights
     return dropped @ v, attn_weights  # (..., T_q, T_k) @ (..., T_k, d_v) -> (..., T_q, d_v)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from helpers.layers import Encoder, TransformerConfig
 from helpers.positional import make_positional
+from helpers.training import TrainConfig, train
 from helpers.utils import set_seed
 
 TASKS = ("sort", "sort_desc")
@@ -112,8 +113,15 @@ def layerwise_lr_groups(model: ToyEncoder, lr: float, decay: float) -> list[dict
     return [g for g in groups if g["params"]]
 
 
+def task_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the per-position predictions for a batch (x, y) of a sorting task."""
+    x, y = batch
+    logits = model(x)  # (B, T, n_symbols)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+def task_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Loss, per-token accuracy and whole-sequence accuracy of a model on (x, y), moved to the model's device."""
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
@@ -145,32 +153,23 @@ def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_m
     if cfg.train_size is not None:
         train_x, train_y = make_task_batch(cfg.task, cfg.train_size, cfg.seq_len, cfg.n_symbols, data_gen, device)
     groups = layerwise_lr_groups(model, cfg.lr, cfg.layer_decay)
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_gen = torch.Generator().manual_seed(20_000 + cfg.seed)
-    result = ExperimentResult(cfg)
-    model.train()
-    for step in range(cfg.steps):
-        scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * scale
+
+    def next_batch():
         if train_x is None:
-            x, y = make_task_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.n_symbols, batch_gen, device)
-        else:
-            idx = torch.randint(cfg.train_size, (cfg.batch_size,), generator=batch_gen).to(device)
-            x, y = train_x[idx], train_y[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        result.losses.append(loss.item())
-        if not math.isfinite(result.losses[-1]):
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            return make_task_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.n_symbols, batch_gen, device)
+        idx = torch.randint(cfg.train_size, (cfg.batch_size,), generator=batch_gen).to(device)
+        return train_x[idx], train_y[idx]
+
+    # Linear warm-up, then the same rate to the end (min_lr_ratio=1.0); no clipping, as in the 2017 setups.
+    train_cfg = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                            min_lr_ratio=1.0, weight_decay=cfg.weight_decay, grad_clip=0.0, seed=cfg.seed)
+    history = train(model, next_batch, task_loss, train_cfg, optimizer=optimizer)
+    result = ExperimentResult(cfg, losses=history["loss"])
     fit_x, fit_y = (train_x, train_y) if train_x is not None else (val_x[:0], val_y[:0])
-    train_eval = evaluate(model, fit_x, fit_y) if train_x is not None else None
-    val = evaluate(model, val_x, val_y)
+    train_eval = task_scores(model, fit_x, fit_y) if train_x is not None else None
+    val = task_scores(model, val_x, val_y)
     tail = [v for v in result.losses[-20:] if math.isfinite(v)]
     result.metrics = {"train_loss": train_eval["loss"] if train_eval else (sum(tail) / len(tail) if tail else math.inf),
                       "val_loss": val["loss"], "val_acc": val["acc"], "val_seq_acc": val["seq_acc"]}
@@ -178,7 +177,7 @@ def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_m
         result.metrics["train_acc"] = train_eval["acc"]
     for t in cfg.eval_lens:
         x, y = make_task_batch(cfg.task, cfg.eval_size, t, cfg.n_symbols, torch.Generator().manual_seed(30_000 + t), device)
-        result.metrics[f"acc_T{t}"] = evaluate(model, x, y)["acc"]
+        result.metrics[f"acc_T{t}"] = task_scores(model, x, y)["acc"]
     if keep_model:
         result.model = model
     return result

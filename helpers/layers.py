@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from helpers.attention import MultiHeadAttention
-from helpers.dropout import Dropout
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
@@ -59,7 +58,7 @@ class FeedForward(nn.Module):
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.activation = ACTIVATIONS[activation]()
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,15 +69,19 @@ class FeedForward(nn.Module):
 class _Sublayers(nn.Module):
     """Wrap sublayers with residual connections and Pre-LN or Post-LN normalisation."""
 
-    def __init__(self, cfg: TransformerConfig, n: int):
+    SUBLAYERS: tuple[str, ...] = ()  # the sublayers' names, in order; norms[i] and drops[i] belong to SUBLAYERS[i]
+
+    def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg
+        n = len(self.SUBLAYERS)
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias) for _ in range(n))
-        self.drops = nn.ModuleList(Dropout(cfg.dropout) for _ in range(n))
+        self.drops = nn.ModuleList(nn.Dropout(cfg.dropout) for _ in range(n))
         self.attn_weights: dict[str, torch.Tensor] = {}
 
-    def sublayer(self, i: int, x: torch.Tensor, fn) -> torch.Tensor:
+    def sublayer(self, name: str, x: torch.Tensor, fn) -> torch.Tensor:
         """Pre-LN: x + f(LN(x)); Post-LN: LN(x + f(x)); without residual the sum drops its x."""
+        i = self.SUBLAYERS.index(name)
         norm, drop, res = self.norms[i], self.drops[i], self.cfg.residual
         if self.cfg.norm_first:
             y = drop(fn(norm(x)))
@@ -90,8 +93,10 @@ class _Sublayers(nn.Module):
 class EncoderBlock(_Sublayers):
     """Self-attention then feed-forward, each wrapped in a residual connection and LayerNorm."""
 
+    SUBLAYERS = ("self_attn", "ff")
+
     def __init__(self, cfg: TransformerConfig):
-        super().__init__(cfg, 2)
+        super().__init__(cfg)
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
 
@@ -105,15 +110,17 @@ class EncoderBlock(_Sublayers):
                 self.attn_weights["self"] = w.detach()
             return out
 
-        x = self.sublayer(0, x, attend)
-        return self.sublayer(1, x, self.ff)
+        x = self.sublayer("self_attn", x, attend)
+        return self.sublayer("ff", x, self.ff)
 
 
 class DecoderBlock(_Sublayers):
     """Masked self-attention, cross-attention to the encoder output, then feed-forward."""
 
+    SUBLAYERS = ("self_attn", "cross_attn", "ff")
+
     def __init__(self, cfg: TransformerConfig):
-        super().__init__(cfg, 3)
+        super().__init__(cfg)
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
@@ -137,9 +144,9 @@ class DecoderBlock(_Sublayers):
                 self.attn_weights["cross"] = w.detach()
             return out
 
-        x = self.sublayer(0, x, self_attend)
-        x = self.sublayer(1, x, cross_attend)
-        return self.sublayer(2, x, self.ff)
+        x = self.sublayer("self_attn", x, self_attend)
+        x = self.sublayer("cross_attn", x, cross_attend)
+        return self.sublayer("ff", x, self.ff)
 
 
 class Encoder(nn.Module):

@@ -1,4 +1,4 @@
-"""Named metrics that notebooks record and run_all.py collects (introduced in 03_multi_head_attention)."""
+"""Named metrics that notebooks record and run_all.py collects (introduced in 01_attention_by_hand)."""
 from __future__ import annotations
 
 import json

@@ -1,16 +1,27 @@
-"""A decoder-only GPT assembled from the course's blocks (introduced in 06_char_gpt)."""
+"""The course's two transformers, assembled from the blocks of 05: a decoder-only GPT (06) and an encoder-decoder (08).
+
+Both share one interface: new_cache() / cache_length() for decoding with a KV cache, checkpoint() to write the
+course's one checkpoint layout (helpers.checkpoints), and from_checkpoint() to read it back.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.dropout import Dropout
-from helpers.layers import EncoderBlock, TransformerConfig
-from helpers.positional import LearnedPositionalEmbedding
+from helpers.attention import padding_mask
+from helpers.checkpoints import (CheckpointError, compact_state, first_line, full_precision, load_checkpoint,
+                                 make_checkpoint)
+from helpers.layers import Decoder, Encoder, EncoderBlock, TransformerConfig
+from helpers.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from helpers.tokenizers import PAD_ID, CharTokenizer
+
+
+# ---------------------------------------------------------------- a decoder-only GPT (06_char_gpt)
 
 
 @dataclass
@@ -25,9 +36,9 @@ class GPTConfig:
     d_ff: int | None = None  # FFN hidden width; None means 4 * d_model
     dropout: float = 0.0  # dropout on embeddings and sublayer outputs (the residual branches)
     attn_dropout: float | None = None  # dropout on attention weights; None means `dropout`
-    ffn_dropout: float | None = None  # dropout inside the FFN; None means `dropout` (both are slow on CPU)
+    ffn_dropout: float | None = None  # dropout inside the FFN; None means `dropout`
     bias: bool = True  # biases in linear layers and LayerNorms
-    use_sdpa: bool = True  # fused attention kernel for training and scoring (proven equal by the tests)
+    use_sdpa: bool = False  # PyTorch's fused attention kernel (tests/test_attention.py proves it equal)
 
     def __post_init__(self):
         if self.d_ff is None:
@@ -46,6 +57,14 @@ class GPTConfig:
                                  use_sdpa=self.use_sdpa)
 
 
+class GPTBlock(EncoderBlock):
+    """A decoder-only block: the encoder block of 05 with its self-attention always causal (no cross-attention)."""
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False, cache: dict | None = None) -> torch.Tensor:
+        """x: (B, T, C) -> (B, T, C); position t attends to positions 0..t only."""
+        return super().forward(x, causal=True, need_weights=need_weights, cache=cache)
+
+
 class GPT(nn.Module):
     """Token + learned position embeddings, causal Pre-LN blocks, a final LayerNorm and a tied LM head."""
 
@@ -55,9 +74,8 @@ class GPT(nn.Module):
         block_cfg = cfg.block_config()
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = LearnedPositionalEmbedding(cfg.d_model, cfg.block_size)
-        self.drop = Dropout(cfg.dropout)
-        # A decoder-only block is an encoder block called with causal=True: no cross-attention.
-        self.blocks = nn.ModuleList(EncoderBlock(block_cfg) for _ in range(cfg.n_layers))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(GPTBlock(block_cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying: one (vocab_size, d_model) matrix for both
@@ -106,7 +124,7 @@ class GPT(nn.Module):
                              f"crop the context to the last {self.cfg.block_size} tokens")
         x = self.drop(self.pos_emb(self.tok_emb(idx), offset=offset))  # (B, T) -> (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, causal=True, need_weights=need_weights, cache=None if cache is None else cache[i])
+            x = block(x, need_weights=need_weights, cache=None if cache is None else cache[i])
         logits = self.lm_head(self.norm(x))  # (B, T, C) -> (B, T, vocab_size)
         loss = None
         if targets is not None:
@@ -122,30 +140,27 @@ class GPT(nn.Module):
         """The config as a plain dict (for checkpoints)."""
         return asdict(self.cfg)
 
+    def checkpoint(self, tokenizer: CharTokenizer, meta: dict | None = None) -> dict:
+        """A "char-gpt" checkpoint: float16 weights (the tied head stored once), config, tokenizer and `meta`."""
+        return make_checkpoint("char-gpt", compact_state(self, skip=("lm_head.weight",)), self.config_dict(),
+                               tokenizer.to_dict(), meta)
 
-def _first_line(err: Exception) -> str:
-    """A short form of an exception for a one-line message."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> "GPT":
+        """Rebuild the model of a "char-gpt" checkpoint, in float32.
 
-
-def gpt_from_checkpoint(ckpt: dict, source: Path | str | None = None) -> GPT:
-    """Rebuild a GPT from a checkpoint dict holding "model_config" and "model" (bf16 weights become float32).
-
-    Content that does not make a GPT (missing keys, a bad config, weights of the wrong shape) raises
-    helpers.training.CheckpointError naming `source` (the file it came from).
-    """
-    from helpers.training import CheckpointError
-
-    try:
-        model = GPT(GPTConfig(**ckpt["model_config"]))
-        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-        state.setdefault("lm_head.weight", state["tok_emb.weight"])  # the tied head may be stored once
-        model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-        raise CheckpointError(f"{source or 'the checkpoint'} does not hold a usable char-GPT "
-                              f"({_first_line(err)})") from None
-    return model
+        Content that does not make a GPT (missing keys, a bad config, weights of the wrong shape) raises a
+        CheckpointError naming `source` (the file it came from).
+        """
+        try:
+            model = cls(GPTConfig(**ckpt["config"]))
+            state = full_precision(ckpt["model"])
+            state.setdefault("lm_head.weight", state["tok_emb.weight"])  # the tied head is stored once
+            model.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise CheckpointError(f"{source or 'the checkpoint'} does not hold a usable char-GPT "
+                                  f"({first_line(err)})") from None
+        return model
 
 
 def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
@@ -153,18 +168,142 @@ def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
 
     Every problem with the file, including a checkpoint of another kind, is a CheckpointError naming it.
     """
-    from helpers.shakespeare import CharTokenizer
-    from helpers.training import CheckpointError, load_checkpoint
-
     ckpt = load_checkpoint(path, kind="char-gpt")
-    model = gpt_from_checkpoint(ckpt, source=path)
+    model = GPT.from_checkpoint(ckpt, source=path)
     try:
         tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"{path} does not hold a usable character tokenizer ({_first_line(err)})") from None
+        raise CheckpointError(f"{path} does not hold a usable character tokenizer ({first_line(err)})") from None
     if tokenizer.vocab_size != model.cfg.vocab_size:
         raise CheckpointError(f"{path} is inconsistent: its tokenizer has {tokenizer.vocab_size} characters, "
                               f"its model {model.cfg.vocab_size}")
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer
+
+
+# ---------------------------------------------------------------- an encoder-decoder (08_translation)
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Sizes of an encoder-decoder transformer."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 128  # width of every token vector
+    n_heads: int = 4  # attention heads per layer
+    n_enc_layers: int = 2  # encoder blocks
+    n_dec_layers: int = 2  # decoder blocks
+    d_ff: int = 512  # feed-forward hidden width
+    dropout: float = 0.1  # dropout on embeddings, attention weights, sublayer outputs and in the FFN
+    max_len: int = 64  # longest source or target sequence (positions)
+    tie_embeddings: bool = True  # the output projection reuses the target embedding matrix
+    norm_first: bool = True  # Pre-LN blocks
+    use_sdpa: bool = False  # PyTorch's fused attention kernel (tests/test_attention.py proves it equal)
+
+    def block_config(self, n_layers: int) -> TransformerConfig:
+        """The helpers.layers configuration for a stack of n_layers blocks."""
+        return TransformerConfig(d_model=self.d_model, n_heads=self.n_heads, n_layers=n_layers, d_ff=self.d_ff,
+                                 dropout=self.dropout, norm_first=self.norm_first, use_sdpa=self.use_sdpa)
+
+
+
+class Seq2Seq(nn.Module):
+    """Embeddings * sqrt(d_model) + sinusoidal positions -> Encoder; Decoder with cross-attention -> vocabulary logits."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.src_embed = nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+        self.tgt_embed = nn.Embedding(cfg.tgt_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+        self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.max_len)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = Encoder(cfg.block_config(cfg.n_enc_layers))
+        self.decoder = Decoder(cfg.block_config(cfg.n_dec_layers))
+        self.lm_head = nn.Linear(cfg.d_model, cfg.tgt_vocab_size)  # decoder output -> target-vocabulary logits
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tgt_embed.weight
+        for emb in (self.src_embed, self.tgt_embed):
+            nn.init.normal_(emb.weight, std=cfg.d_model ** -0.5)  # after the sqrt(d_model) scale: unit variance
+            with torch.no_grad():
+                emb.weight[PAD_ID].zero_()
+
+    def embed(self, table: nn.Embedding, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """(B, T) ids -> (B, T, C): scaled embeddings plus positions offset..offset+T-1, then dropout."""
+        return self.drop(self.pos(table(ids) * math.sqrt(self.cfg.d_model), offset=offset))
+
+    def encode(self, src: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """src (B, S) -> memory (B, S, C) and the source padding mask (B, 1, 1, S)."""
+        src_mask = padding_mask(src, PAD_ID)
+        return self.encoder(self.embed(self.src_embed, src), mask=src_mask, need_weights=need_weights), src_mask
+
+    def new_cache(self) -> list[dict]:
+        """An empty KV cache: one dict per decoder block, filled by decode(..., cache=...)."""
+        return [{} for _ in self.decoder.layers]
+
+    @staticmethod
+    def cache_length(cache: list[dict] | None) -> int:
+        """Number of target positions already held in a KV cache."""
+        if not cache or "k" not in cache[0].get("self", {}):
+            return 0
+        return cache[0]["self"]["k"].shape[2]  # k: (B, H, T_cached, D)
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: list[dict] | None = None,
+               need_weights: bool = False) -> torch.Tensor:
+        """tgt_in (B, T) -> logits (B, T, V); causal + target padding masks, cross-attention under src_mask.
+
+        With a cache (from new_cache), tgt_in holds only the new tokens; their positions continue after the cached ones.
+        """
+        offset = self.cache_length(cache)
+        tgt_mask = padding_mask(tgt_in, PAD_ID) if cache is None else None  # (B, 1, 1, T); the blocks add causality
+        h = self.decoder(self.embed(self.tgt_embed, tgt_in, offset), memory, tgt_mask=tgt_mask, memory_mask=src_mask,
+                         need_weights=need_weights, caches=cache)
+        return self.lm_head(h)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: src (B, S), tgt_in (B, T) = <bos> y_1 ... -> logits (B, T, V) predicting y_1 ... <eos>."""
+        memory, src_mask = self.encode(src)
+        return self.decode(tgt_in, memory, src_mask)
+
+    @torch.no_grad()
+    def cross_attention(self, src: torch.Tensor, tgt_in: torch.Tensor) -> list[torch.Tensor]:
+        """Per decoder layer, the cross-attention weights (B, H, T, S) for a teacher-forced target (on the model's device)."""
+        device = self.lm_head.weight.device
+        src, tgt_in = src.to(device), tgt_in.to(device)
+        memory, src_mask = self.encode(src)
+        self.decode(tgt_in, memory, src_mask, need_weights=True)
+        return [layer.attn_weights["cross"] for layer in self.decoder.layers]
+
+
+    def checkpoint(self, tokenizer: dict, meta: dict | None = None) -> dict:
+        """A "translation" checkpoint: float16 weights (a tied head stored once), config, tokenizers and `meta`."""
+        skip = ("lm_head.weight",) if self.cfg.tie_embeddings else ()
+        return make_checkpoint("translation", compact_state(self, skip=skip), asdict(self.cfg), tokenizer, meta)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> "Seq2Seq":
+        """Rebuild the model of a "translation" checkpoint, in float32 (a CheckpointError naming `source` if unusable)."""
+        try:
+            model = cls(Seq2SeqConfig(**ckpt["config"]))
+            state = full_precision(ckpt["model"])
+            if model.cfg.tie_embeddings:
+                state.setdefault("lm_head.weight", state["tgt_embed.weight"])  # the tied head is stored once
+            model.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise CheckpointError(f"{source or 'the checkpoint'} does not hold a usable translation model "
+                                  f"({first_line(err)})") from None
+        return model
+
+
+def seq2seq_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0,
+                 ignore_padding: bool = True) -> torch.Tensor:
+    """Mean token cross-entropy of logits (B, T, V) against tgt_out (B, T), skipping <pad> positions by default."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1),
+                           ignore_index=PAD_ID if ignore_padding else -100, label_smoothing=label_smoothing)
+
+
+def translation_loss(model: Seq2Seq, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
+    """The teacher-forced loss of a batch (src, tgt), tgt = <bos> y_1 ... <eos>: predict tgt[1:] from tgt[:-1]."""
+    src, tgt = batch
+    return seq2seq_loss(model(src, tgt[:, :-1]), tgt[:, 1:], label_smoothing)

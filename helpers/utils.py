@@ -1,4 +1,4 @@
-"""Paths, run mode, device selection, seeding and shape checks (introduced in 01_attention_by_hand)."""
+"""Paths, run mode, device selection, seeding, shape checks and atomic writes (introduced in 01_attention_by_hand)."""
 from __future__ import annotations
 
 import os
@@ -80,21 +80,6 @@ def course_device(prefer: str | None = None) -> torch.device:
         _announced.add(str(device))
         print(f"device: {device} (set {DEVICE_ENV}=cpu|cuda|mps to choose)")
     return device
-
-
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The reduced precision used under autocast on a device: bfloat16 on CPU and recent CUDA GPUs, else none."""
-    kind = torch.device(device).type
-    if kind == "cuda" and not torch.cuda.is_bf16_supported():
-        return None  # float16 would need loss scaling; older GPUs train in float32
-    return torch.bfloat16 if kind in ("cpu", "cuda") else None
-
-
-def autocast(device: torch.device | str, enabled: bool = True):
-    """torch.autocast for the device's reduced precision, or a no-op where the device has none or enabled=False."""
-    dtype = autocast_dtype(device)
-    kind = torch.device(device).type
-    return torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=enabled and dtype is not None)
 
 
 def set_seed(seed: int) -> torch.Generator:

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from helpers.reference import copy_block_from_torch as copy_block  # noqa: F401 - re-exported for the tests
-from helpers.reference import copy_mha_from_torch as copy_mha  # noqa: F401
+from builders import write_tsv
 
 
 # The tests use tiny tensors: one thread avoids the thread start-up and contention costs that dominate them.
@@ -13,3 +12,9 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def tsv(tmp_path):
+    """A small pairs file in the Tatoeba format (builders.TSV_LINES)."""
+    return write_tsv(tmp_path)

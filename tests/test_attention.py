@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import copy_mha
+from helpers.reference import copy_mha_from_torch as copy_mha
 from helpers.attention import MultiHeadAttention, add_causal, causal_mask, padding_mask, scaled_dot_product_attention
 
 D64 = dict(dtype=torch.float64)

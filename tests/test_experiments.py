@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from helpers.experiments import (ExperimentConfig, ToyEncoder, layerwise_lr_groups, make_task_batch, run_experiment,
-                                 run_seeds, summarize)
+from helpers.experiments import (ExperimentConfig, ToyEncoder, layerwise_lr_groups, make_task_batch, run_experiment, run_seeds, summarize)
 from helpers.layers import TransformerConfig
 
 

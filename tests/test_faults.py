@@ -23,11 +23,11 @@ import torch
 
 import helpers.data as data
 from helpers.attention import MultiHeadAttention, scaled_dot_product_attention
-from helpers.generation import generate_text
+from helpers.decoding import generate_text
 from helpers.layers import TransformerConfig
 from helpers.models import GPT, GPTConfig
-from helpers.shakespeare import CharTokenizer
-from helpers.training import load_checkpoint, save_checkpoint
+from helpers.tokenizers import CharTokenizer
+from helpers.checkpoints import load_checkpoint, save_checkpoint
 from fake_course import make_notebook
 from helpers.utils import PROJECT_ROOT
 
@@ -38,19 +38,19 @@ _REAL = PROJECT_ROOT / "artifacts" / "checkpoints"
 
 
 def _tiny_gpt_checkpoint(path):
-    """A tiny char-GPT checkpoint in the layout notebook 06 saves (model, model_config, tokenizer)."""
+    """A tiny char-GPT checkpoint as notebook 06 saves it (GPT.checkpoint)."""
     torch.manual_seed(0)
     tok = CharTokenizer.from_text(_CLI_TEXT)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1))
-    save_checkpoint({"model": model.state_dict(), "model_config": model.config_dict(), "tokenizer": tok.to_dict()},
-                    path)
+    save_checkpoint(model.checkpoint(tok), path)
     return path
 
 
 def _tiny_translation_checkpoint(path):
     """A tiny translation checkpoint written by Translator.save (notebook 08's layout)."""
-    from helpers.seq2seq import Seq2Seq, Seq2SeqConfig
-    from helpers.translation import SPECIALS, Tokenizer, Translator, Vocab
+    from helpers.models import Seq2Seq, Seq2SeqConfig
+    from helpers.tokenizers import SPECIALS, Tokenizer, Vocab
+    from helpers.translator import Translator
 
     torch.manual_seed(0)
     src = Vocab(list(SPECIALS) + ["i", "am", "cold", ".", "where", "is", "tom", "?"])
@@ -131,7 +131,7 @@ def test_each_tool_names_the_kind_of_the_other_tools_checkpoint(cli_files):
 
 
 def test_load_checkpoint_errors_are_checkpoint_errors_and_missing_is_still_file_not_found(cli_files):
-    from helpers.training import CheckpointError, checkpoint_kind
+    from helpers.checkpoints import CheckpointError, checkpoint_kind
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(cli_files["missing"])
@@ -149,7 +149,7 @@ def test_load_checkpoint_errors_are_checkpoint_errors_and_missing_is_still_file_
         load_checkpoint(other, kind="char-gpt")
     broken = cli_files["gpt"].with_name("broken_gpt.pt")  # the right keys, weights of the wrong shapes
     ckpt = load_checkpoint(cli_files["gpt"])
-    save_checkpoint({**ckpt, "model_config": {**ckpt["model_config"], "d_model": 32}}, broken)
+    save_checkpoint({**ckpt, "config": {**ckpt["config"], "d_model": 32}}, broken)
     res = _run_tool("sample.py", "--checkpoint", broken, "--length", "5")
     _assert_clean_error(res, str(broken), "does not hold a usable char-GPT")
 
@@ -207,7 +207,7 @@ def test_translate_rejects_input_that_is_not_utf8_and_a_bad_device(cli_files, tm
 
 
 def test_translate_keeps_blank_lines_so_output_lines_up_with_input(cli_files, tmp_path):
-    from helpers.translation import Translator
+    from helpers.translator import Translator
 
     expected = Translator.load(cli_files["translation"]).translate(["I am cold.", "Where is Tom?"], beam=2, unk="keep")
     res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], stdin="I am cold.\n\nWhere is Tom?\n")
@@ -413,7 +413,7 @@ def test_a_clone_without_shared_data_finds_the_translation_pairs_and_explains_ti
         "import urllib.error, urllib.request\n"
         "def offline(*a, **k): raise urllib.error.URLError('no network')\n"
         "urllib.request.urlopen = offline\n"
-        "from helpers.translation import data_file, load_pairs\n"
+        "from helpers.datasets import data_file, load_pairs\n"
         "print(len(load_pairs(data_file('small'))), 'pairs')\n"
         "from helpers.data import fetch\n"
         "fetch('tinyshakespeare')\n"

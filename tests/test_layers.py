@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import copy_block
+from helpers.reference import copy_block_from_torch as copy_block
 from helpers.attention import causal_mask, padding_mask
 from helpers.layers import Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward, TransformerConfig
-from helpers.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, make_positional, sinusoidal_table
+from helpers.positional import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, make_positional, sinusoidal_table)
 
 D64 = dict(dtype=torch.float64)
 

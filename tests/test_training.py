@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from helpers.models import GPT, GPTConfig
-from helpers.shakespeare import load_dataset
-from helpers.training import TrainConfig, Trainer, evaluate_lm, load_checkpoint, resume_trainer, warmup_cosine
+from helpers.datasets import load_dataset
+from helpers.checkpoints import load_checkpoint
+from helpers.evaluation import evaluate_lm
+from helpers.training import TrainConfig, Trainer, resume_trainer, warmup_cosine
+from helpers.datasets import (synthetic_batch)
+from helpers.decoding import greedy_decode
+from helpers.evaluation import sequence_accuracy
+from helpers.models import Seq2Seq, Seq2SeqConfig, translation_loss
+from helpers.training import train
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def test_loss_decreases_on_a_small_run(data):
     model = tiny_model(data.tokenizer.vocab_size)
     cfg = TrainConfig(max_steps=150, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=75, eval_windows=32)
     trainer = Trainer(model, data.train, data.val, cfg, block_size=32)
-    log = trainer.run(progress=False)
+    log = trainer.run()
     val = [row["val_loss"] for row in log]
     assert [row["step"] for row in log] == [0, 75, 150]
     assert val[0] > val[1] > val[2]
@@ -46,23 +53,25 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(data, tmp_path):
                       eval_windows=8, seed=5)
     vocab = data.tokenizer.vocab_size
     straight = Trainer(tiny_model(vocab, dropout=0.1), data.train, data.val, cfg, block_size=32)
-    straight.run(progress=False)
+    straight.run()
 
     first = Trainer(tiny_model(vocab, dropout=0.1), data.train, data.val, cfg, block_size=32,
                     extra={"tokenizer": data.tokenizer.to_dict()})
-    first.run(steps=7, progress=False)
+    first.run(steps=7)
     path = first.save(tmp_path / "state.pt")
     torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
     resumed = resume_trainer(path, tiny_model(vocab, dropout=0.1, seed=99), data.train, data.val)
     assert resumed.step == 7 and resumed.extra["tokenizer"] == data.tokenizer.to_dict()
-    resumed.run(progress=False)
+    resumed.run()
 
     assert resumed.losses == straight.losses  # bit for bit
     assert [r["val_loss"] for r in resumed.log] == [r["val_loss"] for r in straight.log]
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     state = load_checkpoint(path)  # weights_only=True
-    assert set(state) >= {"model", "optimizer", "scheduler", "step", "rng", "train_config", "tokenizer"}
+    assert set(state) == {"kind", "model", "config", "tokenizer", "meta"} and state["kind"] == "training-state"
+    assert set(state["meta"]) >= {"optimizer", "scheduler", "step", "rng", "extra"}
+    assert state["meta"]["extra"]["tokenizer"] == data.tokenizer.to_dict()  # what the caller keeps comes back
 
 
 def test_evaluate_full_split_and_standard_error(data):
@@ -76,7 +85,7 @@ def test_time_limit_and_logs(data, tmp_path):
     cfg = TrainConfig(max_steps=1000, batch_size=2, warmup_steps=1, eval_interval=500, eval_windows=4,
                       time_limit=0.0)
     trainer = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, cfg, block_size=32)
-    trainer.run(progress=False)
+    trainer.run()
     assert trainer.step == 1 and len(trainer.log) == 2  # evaluated at the start and where it stopped
     trainer.write_logs(tmp_path / "log.csv", tmp_path / "log.json")
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
@@ -108,12 +117,12 @@ def test_time_budget_fits_the_schedule_to_the_measured_step_time(data, monkeypat
     cfg = TrainConfig(max_steps=100_000, batch_size=2, lr=1e-3, warmup_steps=8, min_lr_ratio=0.1,
                       eval_interval=100_000, eval_windows=4, time_budget=1.0)
     trainer = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, cfg, block_size=32)
-    trainer.run(progress=False)
+    trainer.run()
     assert 195 <= trainer.cfg.max_steps <= 201  # 1 s of budget at 5 ms per step, fitted from the warmup's timings
     assert trainer.step == trainer.cfg.max_steps  # the run ends where the schedule ends ...
     assert trainer._budget_fit["refits_left"] == 0 and trainer._budget_fit["refit_step"] is None  # all refits done
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(1e-4)  # ... at the bottom of the cosine
-    assert trainer.state_dict()["train_config"]["max_steps"] == trainer.cfg.max_steps  # a resume keeps it
+    assert trainer.state_dict()["config"]["max_steps"] == trainer.cfg.max_steps  # a resume keeps it
 
 
 def test_time_budget_fit_survives_a_resume(data, tmp_path):
@@ -121,8 +130,21 @@ def test_time_budget_fit_survives_a_resume(data, tmp_path):
                       time_budget=1.0)
     vocab = data.tokenizer.vocab_size
     first = Trainer(tiny_model(vocab), data.train, data.val, cfg, block_size=32)
-    first.run(steps=10, progress=False)  # past the first fit at the end of warmup
+    first.run(steps=10)  # past the first fit at the end of warmup
     assert first.cfg.max_steps < 100_000 and first._budget_fit["refit_step"] > 10
     resumed = resume_trainer(first.save(tmp_path / "state.pt"), tiny_model(vocab), data.train, data.val)
     assert resumed.cfg.max_steps == first.cfg.max_steps
     assert resumed._budget_fit == first._budget_fit  # the refits still happen after a resume
+
+
+def test_copy_task_is_learned_quickly():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    cfg = Seq2SeqConfig(12, 12, d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=64, dropout=0.0, max_len=16)
+    model = Seq2Seq(cfg)
+    batches = iter(lambda: synthetic_batch("copy", 32, 8, 2, 6, gen), None)
+    cfg = TrainConfig(max_steps=250, lr=3e-3, warmup_steps=20, min_lr_ratio=0.05, beta2=0.98)
+    history = train(model, lambda: next(batches), translation_loss, cfg, log=lambda *_: None)
+    assert history["steps"] == 250 and history["loss"][-1] < history["loss"][0] / 4
+    src, tgt = synthetic_batch("copy", 100, 8, 2, 6, torch.Generator().manual_seed(1))
+    assert sequence_accuracy(greedy_decode(model, src, 8), tgt) >= 0.9

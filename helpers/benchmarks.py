@@ -1,150 +1,23 @@
-"""Timing, peak-memory measurement, log-log slopes and the attention benchmarks (introduced in 09_profiling).
+"""The benchmarks of 09_profiling: attention methods against sequence length and heads, a GRU baseline, training
+and generation throughput. Every number comes from helpers.measure (one timer, one memory probe).
 
-Timing: run the function a few times to warm up (allocator, thread pool, kernel selection), then time several
-repeats with time.perf_counter and report the median, which one slow outlier cannot move.
-Memory on CPU: torch.profiler with profile_memory=True records one event per allocation and per free made by
-PyTorch's CPU allocator, each with its size and time stamp. Sorting them by time and summing the sizes gives the
-bytes held at every moment; the largest value is the peak the call added on top of what existed before it.
-Memory on CUDA: the caching allocator's own counters, torch.cuda.max_memory_allocated, after a reset.
-Apple's MPS backend has no peak counter, so benchmark_attention measures memory there on CPU copies of the inputs.
+Apple's MPS backend has no peak-memory counter, so benchmark_attention measures memory there on CPU copies.
 """
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
-import statistics
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import causal_mask, scaled_dot_product_attention
 from helpers.attention_variants import linear_attention
-from helpers.utils import autocast
+from helpers.decoding import generate
+from helpers.measure import peak_memory_bytes, time_fn
+from helpers.speedups import autocast
 
 ATTENTION_METHODS = ("naive", "sdpa", "linear")  # from-scratch softmax, PyTorch's fused kernel, linear attention
-
-
-@dataclass
-class Timing:
-    """Seconds of each timed repeat (after warm-up) and their median."""
-
-    times: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        """Median of the repeats, in seconds."""
-        return statistics.median(self.times)
-
-    @property
-    def spread(self) -> float:
-        """(max - min) / median of the repeats: how noisy the measurement was."""
-        return (max(self.times) - min(self.times)) / self.median
-
-
-def _synchronize(device) -> None:
-    """Wait for queued CUDA or MPS work, so a timer measures it; nothing to do on CPU."""
-    kind = torch.device(device).type
-    if kind == "cuda":
-        torch.cuda.synchronize()
-    elif kind == "mps":
-        torch.mps.synchronize()
-
-
-def time_fn(fn, warmup: int = 2, repeats: int = 5, device="cpu") -> Timing:
-    """Call fn() warmup times untimed, then time `repeats` calls; return a Timing (use .median)."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    for _ in range(warmup):
-        fn()
-    _synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return Timing(times)
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Send file descriptor 2 to /dev/null for a moment: the profiler's C++ side logs a line at start and stop."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _profile(fn, profile_memory: bool):
-    """Run fn() once under torch.profiler (CPU activity) and return the profiler object."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=profile_memory) as prof:
-        fn()
-    return prof
-
-
-def allocation_events(prof) -> list[tuple[int, int]]:
-    """(time_ns, bytes) of every allocation (+) and free (-) a memory profile recorded, in time order."""
-    from torch._C._profiler import _EventType
-
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
-            events.append((node.start_time_ns, node.extra_fields.alloc_size))
-        stack.extend(node.children)
-    return sorted(events)
-
-
-def peak_from_events(events: list[tuple[int, int]]) -> int:
-    """Largest running total of allocation sizes (0 if nothing was allocated)."""
-    return max(itertools.accumulate(size for _, size in events), default=0) if events else 0
-
-
-def peak_memory_bytes(fn, device="cpu") -> int:
-    """Peak bytes that fn() allocates on top of what was allocated before the call (CPU: profiler; CUDA: allocator)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    if device.type != "cpu":
-        raise ValueError(f"peak_memory_bytes measures cpu or cuda, got {device}")
-    return max(0, peak_from_events(allocation_events(_profile(fn, profile_memory=True))))
-
-
-def op_names(fn) -> list[str]:
-    """Names of the aten operators fn() runs, in order of first appearance (to see which kernel was chosen)."""
-    names = []
-    for event in _profile(fn, profile_memory=False).events():
-        if event.name.startswith("aten::") and event.name not in names:
-            names.append(event.name)
-    return names
-
-
-def fit_loglog_slope(x, y) -> tuple[float, float]:
-    """Least-squares fit of log y = slope * log x + intercept; return (slope, intercept). y ~ x^slope."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.size < 2 or (x <= 0).any() or (y <= 0).any():
-        raise ValueError("fit_loglog_slope needs at least two pairs of positive numbers of equal length")
-    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
-    return float(slope), float(intercept)
 
 
 def attention_fn(method: str, causal: bool = True):
@@ -209,7 +82,7 @@ def training_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, x: torc
                      amp: bool = False):
     """A closure running one training step of a language model whose forward(x, y) returns (logits, loss).
 
-    amp=True runs the forward pass under autocast in the device's reduced precision (helpers.utils.autocast:
+    amp=True runs the forward pass under autocast in the device's reduced precision (helpers.speedups.autocast:
     bfloat16 on CPU and CUDA, as notebook 06 trains; none on MPS). The model, x and y must be on one device.
     """
 
@@ -271,3 +144,13 @@ class ProfileSettings:
             return cls()
         return cls(seq_lens=(64, 128, 256, 512), head_counts=(1, 2, 4, 8), head_seq_len=256, repeats=3,
                    gpt_seq_lens=(64, 256), gpt_tokens_per_step=512, rnn_seq_lens=(32, 64, 128), step_repeats=2)
+
+
+def time_generation(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, use_cache: bool,
+                    repeats: int = 3) -> dict:
+    """Time greedy generation of max_new_tokens tokens; return the median seconds and tokens per second."""
+    device = next(model.parameters()).device
+    generate(model, idx[:, :2], 2, greedy=True, use_cache=use_cache)  # a short warm-up, then full-length repeats
+    timing = time_fn(lambda: generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache),
+                     warmup=0, repeats=repeats, device=device)
+    return {"seconds": timing.median, "tokens_per_second": max_new_tokens / timing.median, "times": timing.times}

@@ -1,11 +1,15 @@
-"""Sampling strategies and autoregressive generation with and without a KV cache (introduced in 07_generation)."""
+"""Turning a trained model's logits into text: sampling filters and generation for the GPT (07), greedy decoding
+and beam search for the encoder-decoder (08). Both decode with the models' KV cache (new_cache / cache_length).
+"""
 from __future__ import annotations
-
-import statistics
-import time
 
 import torch
 from torch import nn
+
+from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID
+
+
+# ---------------------------------------------------------------- sampling and generation with a GPT (07_generation)
 
 
 def check_sampling_args(vocab_size: int, temperature: float = 1.0, top_k: int | None = None,
@@ -170,15 +174,106 @@ def _decoded(steps, tokenizer):
         steps.close()
 
 
-def time_generation(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, use_cache: bool,
-                    repeats: int = 3) -> dict:
-    """Time greedy generation of max_new_tokens tokens; return the median seconds and tokens per second."""
-    generate(model, idx[:, :2], 2, greedy=True, use_cache=use_cache)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache)
-        out.tolist()  # waits for a GPU to finish (a no-op wait on the CPU), so the timer measures the work
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    return {"seconds": median, "tokens_per_second": max_new_tokens / median, "times": times}
+# ---------------------------------------------------------------- greedy decoding and beam search (08_translation)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def _reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
+    """Keep the cached keys and values of the rows in `index` (beam search picks new parents each step)."""
+    for layer in cache:
+        for part in layer.values():
+            for name in ("k", "v"):
+                if name in part:
+                    part[name] = part[name].index_select(0, index)
+
+
+@torch.no_grad()
+def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int = 40) -> torch.Tensor:
+    """Pick the most likely next token until every row has produced <eos>; returns (B, <= max_len) ids without <bos>.
+
+    src is moved to the model's device; the output ids are on that device.
+    """
+    model.eval()
+    src = src.to(model_device(model))
+    max_len = min(max_len, model.cfg.max_len)
+    memory, src_mask = model.encode(src)
+    b = src.shape[0]
+    cache = model.new_cache()
+    token = torch.full((b, 1), BOS_ID, dtype=torch.long, device=src.device)
+    done = torch.zeros(b, dtype=torch.bool, device=src.device)
+    out = []
+    for _ in range(max_len):
+        logits = model.decode(token, memory, src_mask, cache=cache)[:, -1]  # (B, V): only the new position
+        token = logits.argmax(-1).masked_fill(done, PAD_ID)[:, None]  # (B, 1)
+        out.append(token)
+        done |= token[:, 0] == EOS_ID
+        if done.all():
+            break
+    return torch.cat(out, dim=1)
+
+
+def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
+    """GNMT length normalisation ((5 + length) / 6) ** alpha; alpha = 0 ranks by total log-probability."""
+    return ((5.0 + length.float()) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(model: nn.Module, src: torch.Tensor, beam: int = 4, alpha: float = 0.6, max_len: int = 40,
+                return_all: bool = False):
+    """Batched beam search: keep the `beam` best hypotheses per sentence, ranked by log-prob / length_penalty.
+
+    A hypothesis that produced <eos> is frozen (it extends only with <pad> at no cost) and keeps competing.
+    Returns (B, T) ids of the best hypothesis per sentence, or with return_all the (B, beam, T) hypotheses and
+    their normalised scores (B, beam), best first. src is moved to the model's device; the outputs are on that device.
+    """
+    model.eval()
+    src = src.to(model_device(model))
+    max_len = min(max_len, model.cfg.max_len)
+    b, k = src.shape[0], beam
+    memory, src_mask = model.encode(src)
+    memory = memory.repeat_interleave(k, dim=0)  # (B, S, C) -> (B*K, S, C)
+    src_mask = src_mask.repeat_interleave(k, dim=0)
+    cache = model.new_cache()
+    dev = src.device
+    seqs = torch.full((b * k, 1), BOS_ID, dtype=torch.long, device=dev)
+    logp_sum = torch.zeros(b, k, device=dev)
+    logp_sum[:, 1:] = float("-inf")  # all beams start identical: keep one so the first step does not repeat it
+    lengths = torch.zeros(b, k, dtype=torch.long, device=dev)
+    finished = torch.zeros(b, k, dtype=torch.bool, device=dev)
+    for _ in range(max_len):
+        logits = model.decode(seqs[:, -1:], memory, src_mask, cache=cache)[:, -1]  # (B*K, V)
+        logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, -1)  # (B, K, V)
+        v = logp.shape[-1]
+        frozen = torch.full_like(logp, float("-inf"))
+        frozen[..., PAD_ID] = 0.0
+        logp = torch.where(finished[..., None], frozen, logp)
+        cand = (logp_sum[..., None] + logp).view(b, k * v)  # (B, K*V) total log-probs of every extension
+        cand_len = (lengths + (~finished).long())[..., None].expand(b, k, v).reshape(b, k * v)
+        ranked = cand / length_penalty(cand_len, alpha)
+        ranked = ranked.masked_fill(torch.isneginf(cand), float("-inf"))
+        _, top = ranked.topk(k, dim=-1)  # (B, K)
+        parent, token = top // v, top % v
+        logp_sum = cand.gather(1, top)
+        lengths = cand_len.gather(1, top)
+        finished = finished.gather(1, parent) | (token == EOS_ID)
+        rows = (parent + torch.arange(b, device=dev)[:, None] * k).view(-1)  # (B*K,) rows of the parents
+        seqs = torch.cat([seqs.index_select(0, rows), token.view(-1, 1)], dim=1)
+        _reorder_cache(cache, rows)
+        if finished.all():
+            break
+    scores = logp_sum / length_penalty(lengths, alpha)
+    scores, order = scores.sort(dim=-1, descending=True)
+    seqs = seqs[:, 1:].view(b, k, -1).gather(1, order[..., None].expand(b, k, seqs.shape[1] - 1))
+    return (seqs, scores) if return_all else seqs[:, 0]
+
+
+def strip_after_eos(ids: torch.Tensor) -> list[list[int]]:
+    """(B, T) decoder output -> id lists without <eos> and what follows it."""
+    out = []
+    for row in ids.tolist():
+        out.append(row[:row.index(EOS_ID)] if EOS_ID in row else [i for i in row if i != PAD_ID])
+    return out

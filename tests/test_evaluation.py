@@ -5,8 +5,10 @@ import random
 import pytest
 from sacrebleu.metrics import BLEU
 
-from helpers.bleu import clipped_matches, closest_ref_length, corpus_bleu, ngrams
-from helpers.translation import Example, reference_streams
+from helpers.evaluation import clipped_matches, closest_ref_length, corpus_bleu, ngrams
+from helpers.datasets import Example, reference_streams
+from helpers.datasets import (Pair, prepare_data)
+from helpers.evaluation import cooccurrence_dictionary, word_by_word_baseline
 
 
 def sacre(hyps, refs):
@@ -66,3 +68,11 @@ def test_empty_string_reference_would_change_the_brevity_penalty():
     with_empty = BLEU(tokenize="none", force=True).corpus_score(hyps, [["a b c"], [""]])
     assert with_none.ref_len == 3 and with_empty.ref_len == 0
     assert corpus_bleu([hyps[0].split()], [[["a", "b", "c"]]]).score == pytest.approx(with_none.score)
+
+
+def test_word_by_word_baseline_uses_training_cooccurrences():
+    pairs = [Pair(en, fr, "") for en, fr in [("Where is Tom?", "Où est Tom ?"), ("Where are you?", "Où es-tu ?"),
+                                             ("Tom runs.", "Tom court."), ("Are you cold?", "As-tu froid ?")]]
+    data = prepare_data(pairs, fractions=(1.0, 0.0, 0.0))
+    assert cooccurrence_dictionary(data)["where"] == "où"
+    assert word_by_word_baseline(data, ["Where is Tom?"]) == ["Où est Tom ?"]

@@ -2,10 +2,12 @@
 import pytest
 import torch
 
-from helpers.generation import (check_sampling_args, generate, generate_text, next_token_probs, pick_next,
-                                top_k_filter, top_p_filter)
+from helpers.decoding import (check_sampling_args, generate, generate_text, next_token_probs, pick_next, top_k_filter, top_p_filter)
 from helpers.models import GPT, GPTConfig
-from helpers.shakespeare import CharTokenizer
+from helpers.tokenizers import CharTokenizer
+from builders import brute_force_best, tiny_seq2seq
+from helpers.decoding import beam_search, greedy_decode, strip_after_eos
+from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 TEXT = "to be or not to be, that is the question\n"
 
@@ -105,7 +107,7 @@ def test_long_prompt_is_cropped_to_block_size(model, tok):
 @pytest.mark.parametrize("kwargs", [dict(greedy=True), dict(temperature=0.8, top_k=5, top_p=0.9, seed=4),
                                     dict(seed=1, use_cache=False)])
 def test_streamed_text_equals_generate_text(model, tok, kwargs):
-    from helpers.generation import stream_text
+    from helpers.decoding import stream_text
 
     pieces = list(stream_text(model, tok, "to be", 60, **kwargs))  # 60 > block_size: the cache is rebuilt
     assert len(pieces) == 60 and all(len(p) == 1 for p in pieces)
@@ -115,7 +117,7 @@ def test_streamed_text_equals_generate_text(model, tok, kwargs):
 def test_stream_checks_at_once_goes_on_without_a_length_and_restores_the_mode(model, tok):
     import itertools
 
-    from helpers.generation import stream_text
+    from helpers.decoding import stream_text
 
     with pytest.raises(ValueError, match="outside the vocabulary"):
         stream_text(model, tok, "ROMEO!", 5)  # raised before anything is generated, not at the first next()
@@ -128,3 +130,42 @@ def test_stream_checks_at_once_goes_on_without_a_length_and_restores_the_mode(mo
     endless.close()  # the caller stops early
     assert model.training is True
     assert "to be" + first == generate_text(model, tok, "to be", 30, seed=2)
+
+
+def test_cached_greedy_equals_full_recomputation():
+    model = tiny_seq2seq()
+    src = torch.tensor([[5, 6, 7, EOS_ID, PAD_ID], [8, 9, 10, 11, EOS_ID]])
+    out = greedy_decode(model, src, max_len=7)
+    with torch.no_grad():  # recompute each step from scratch, without caches
+        seq = torch.full((2, 1), BOS_ID)
+        for _ in range(out.shape[1]):
+            seq = torch.cat([seq, model(src, seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    for row, ref in zip(strip_after_eos(out), strip_after_eos(seq[:, 1:])):
+        assert row == ref
+
+
+def test_beam_width_one_equals_greedy():
+    model = tiny_seq2seq(tgt_vocab_size=9)
+    src = torch.randint(4, 13, (6, 7))
+    src[:, -1] = EOS_ID
+    src[2, 4:] = torch.tensor([EOS_ID, PAD_ID, PAD_ID])
+    greedy = greedy_decode(model, src, max_len=12)
+    for alpha in (0.0, 1.0):
+        assert strip_after_eos(beam_search(model, src, beam=1, alpha=alpha, max_len=12)) == strip_after_eos(greedy)
+
+
+def test_wide_beam_finds_the_best_sequence_and_scores_are_sorted():
+    model = tiny_seq2seq(tgt_vocab_size=6)  # specials + two words
+    with torch.no_grad():
+        for never in (PAD_ID, BOS_ID, UNK_ID):  # leave two words and <eos>
+            model.lm_head.bias[never] -= 50.0
+    src = torch.tensor([[5, 6, 7, EOS_ID]])
+    # 64 beams keep every candidate up to 5 tokens (at most 15 finished + 16 * 3 live): the search is exhaustive
+    seqs, scores = beam_search(model, src, beam=64, alpha=0.6, max_len=5, return_all=True)
+    finite = scores[torch.isfinite(scores)]
+    assert torch.all(finite[:-1] >= finite[1:])
+    best, best_score = brute_force_best(model, src, 5, 0.6)
+    finished = [i for i in range(64) if EOS_ID in seqs[0, i].tolist()]  # best first, as the scores are sorted
+    assert strip_after_eos(seqs[:, finished[0]])[0] == best
+    assert scores[0, finished[0]].item() == pytest.approx(best_score, abs=1e-6)
+    assert scores[0, 0].item() >= best_score - 1e-6

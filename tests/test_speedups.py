@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from helpers.dropout import Dropout, dropout, keep_mask, rounded_p
+from helpers.speedups import FastDropout, fast_dropout, keep_mask, rounded_p
 
 N = 1 << 20  # elements per statistical check: the drop rate's standard error is under 0.0005
 
@@ -31,7 +31,7 @@ def test_neighbouring_elements_are_independent():
 def test_expected_value_and_gradient():
     torch.manual_seed(2)
     x = torch.full((N,), 3.0, requires_grad=True)
-    y = dropout(x, 0.1)
+    y = fast_dropout(x, 0.1)
     assert abs(y.double().mean().item() - 3.0) < 0.01  # scaled by 1 / (1 - p): the mean is kept
     kept = y != 0
     assert torch.allclose(y[kept], torch.tensor(3.0 / (1 - rounded_p(0.1))))
@@ -41,7 +41,7 @@ def test_expected_value_and_gradient():
 
 def test_keeps_dtype_and_shape_under_bfloat16():
     x = torch.randn(4, 8, 16, dtype=torch.bfloat16)
-    y = dropout(x, 0.25)
+    y = fast_dropout(x, 0.25)
     assert y.dtype == torch.bfloat16 and y.shape == x.shape
 
 
@@ -54,10 +54,10 @@ def test_seeded_masks_repeat_and_successive_masks_differ():
 
 def test_identity_cases_and_extremes():
     x = torch.randn(5, 7)
-    assert dropout(x, 0.0) is x and dropout(x, 0.5, training=False) is x
-    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
-    module = Dropout(0.3)
-    assert repr(module) == "Dropout(p=0.3)"
+    assert fast_dropout(x, 0.0) is x and fast_dropout(x, 0.5, training=False) is x
+    assert torch.equal(fast_dropout(x, 1.0), torch.zeros_like(x))
+    module = FastDropout(0.3)
+    assert repr(module) == "FastDropout(p=0.3)"
     module.eval()
     assert module(x) is x
     module.train()
@@ -67,6 +67,6 @@ def test_identity_cases_and_extremes():
 @pytest.mark.parametrize("p", [-0.1, 1.5])
 def test_bad_probability_is_a_clear_error(p):
     with pytest.raises(ValueError, match="dropout probability"):
-        Dropout(p)
+        FastDropout(p)
     with pytest.raises(ValueError, match="dropout probability"):
-        dropout(torch.ones(3), p)
+        fast_dropout(torch.ones(3), p)

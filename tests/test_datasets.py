@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from helpers.data import DataUnavailableError
-from helpers.shakespeare import CharTokenizer, eval_windows, get_batch, load_dataset, load_text, split_data
+from helpers.datasets import eval_windows, get_batch, load_dataset, load_text, split_data
+from helpers.tokenizers import CharTokenizer
+from helpers.datasets import (Pair, group_by_english, load_pairs, prepare_data, split_examples,
+                              synthetic_batch, training_pairs)
+from helpers.decoding import strip_after_eos
+from helpers.evaluation import sequence_accuracy
 
 
 def test_tokenizer_round_trip_and_vocabulary():
@@ -80,3 +85,51 @@ def test_corrupt_local_copy_is_rejected(tmp_path):
     (tmp_path / "tinyshakespeare.txt").write_text("not shakespeare")
     with pytest.raises(ValueError, match="SHA-256"):
         load_text(data_dir=tmp_path)
+
+
+def test_synthetic_batches_and_sequence_accuracy():
+    gen = torch.Generator().manual_seed(0)
+    src, tgt = synthetic_batch("reverse", 4, n_symbols=5, min_len=2, max_len=5, generator=gen)
+    for s, t in zip(strip_after_eos(src), strip_after_eos(tgt[:, 1:])):
+        assert t == s[::-1] and all(4 <= x < 9 for x in s)
+    assert sequence_accuracy(tgt[:, 1:], tgt) == 1.0
+    wrong = tgt[:, 1:].clone()
+    wrong[0, 0] = 4 if wrong[0, 0] != 4 else 5
+    assert sequence_accuracy(wrong, tgt) == 0.75
+
+
+def test_loader_keeps_all_three_columns(tsv):
+    pairs = load_pairs(tsv)
+    assert len(pairs) == 5
+    assert pairs[0] == Pair("Go.", "Va !", "CC-BY 2.0 (France) Attribution: tatoeba.org #1 (a) & #2 (b)")
+    assert all(p.attribution.startswith("CC-BY 2.0") for p in pairs)
+
+
+def test_loader_rejects_lines_without_a_tab(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("just one column\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1"):
+        load_pairs(bad)
+
+
+def test_split_puts_each_english_sentence_in_one_split_with_all_its_translations():
+    pairs = [Pair(f"Sentence {i % 40}.", f"Phrase {i}.", "") for i in range(200)]
+    examples = group_by_english(pairs)
+    assert len(examples) == 40 and all(len(ex.refs) == 5 for ex in examples)
+    splits = split_examples(examples, (0.6, 0.2, 0.2), seed=1)
+    english = {name: {ex.en for ex in exs} for name, exs in splits.items()}
+    assert english["train"].isdisjoint(english["valid"]) and english["train"].isdisjoint(english["test"])
+    assert english["valid"].isdisjoint(english["test"])
+    assert sum(len(s) for s in english.values()) == 40
+    for ex in splits["test"]:  # every French translation of a test sentence is one of its references
+        assert sorted(ex.refs) == sorted(p.fr for p in pairs if p.en == ex.en)
+
+
+def test_real_data_split_has_no_shared_english_sentence():
+    from helpers.datasets import data_file
+
+    data = prepare_data(load_pairs(data_file("small")), seed=0)
+    english = {name: {ex.en for ex in exs} for name, exs in data.splits.items()}
+    assert not (english["train"] & english["valid"]) and not (english["train"] & english["test"])
+    assert not (english["valid"] & english["test"])
+    assert len(data.train_src) == len(training_pairs(data.splits["train"]))

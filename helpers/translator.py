@@ -1,0 +1,162 @@
+"""A trained encoder-decoder with its tokenizers: English sentences in, French sentences out (08_translation).
+
+Translator wraps a Seq2Seq (helpers.models) with the word tokenizers and vocabularies it was trained with, decodes
+greedily or with beam search (helpers.decoding), repairs a generated <unk> through cross-attention, and saves and
+loads the course's checkpoint layout (helpers.checkpoints).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from helpers.checkpoints import CheckpointError, first_line, load_checkpoint, save_checkpoint
+from helpers.datasets import TranslationData, pad_batch
+from helpers.decoding import beam_search, greedy_decode, strip_after_eos
+from helpers.evaluation import cooccurrence_dictionary
+from helpers.models import Seq2Seq
+from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, Vocab
+from helpers.utils import PROJECT_ROOT
+
+UNK_RULES = ("keep", "copy", "dictionary")  # a generated <unk>: left as is, the attended source word, or its translation
+
+
+class Translator:
+    """A trained Seq2Seq with its tokenizers and vocabularies: English sentences in, French sentences out."""
+
+    def __init__(self, model, src_tok: Tokenizer, tgt_tok: Tokenizer, src_vocab: Vocab, tgt_vocab: Vocab,
+                 dictionary: dict[str, str] | None = None, extra: dict | None = None):
+        self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.dictionary = dict(dictionary or {})  # English word -> French word, for <unk> replacement
+        self.extra = dict(extra or {})
+
+    @classmethod
+    def from_data(cls, model, data: TranslationData, extra: dict | None = None) -> "Translator":
+        """Wrap a model trained on `data`, with the word dictionary of its training split."""
+        return cls(model, data.src_tok, data.tgt_tok, data.src_vocab, data.tgt_vocab, cooccurrence_dictionary(data),
+                   extra)
+
+    def encode(self, sentences: list[str]) -> torch.Tensor:
+        """English sentences -> (B, S) source ids ending with <eos>; unknown words become <unk>."""
+        if isinstance(sentences, str):
+            raise TypeError("translate() takes a list of sentences, not a single string")
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str) or not self.src_tok(s):
+                raise ValueError(f"sentence {i} is empty: nothing to translate ({s!r})")
+        ids = [self.src_vocab.encode(self.src_tok(s), eos=True) for s in sentences]
+        too_long = [i for i, s in enumerate(ids) if len(s) > self.model.cfg.max_len]
+        if too_long:
+            raise ValueError(f"sentence {too_long[0]} has {len(ids[too_long[0]])} tokens; this model accepts at most "
+                             f"{self.model.cfg.max_len}")
+        return pad_batch(ids)
+
+    def decode_ids(self, sentences: list[str], beam: int = 1, alpha: float = 0.6, max_len: int | None = None,
+                   batch_size: int = 256) -> list[list[int]]:
+        """Greedy (beam=1) or beam-search output ids for each sentence, without <eos>."""
+        max_len = max_len or self.model.cfg.max_len - 1
+        out = []
+        for start in range(0, len(sentences), batch_size):
+            src = self.encode(sentences[start:start + batch_size]).to(self.device)
+            limit = min(max_len, 2 * src.shape[1] + 10)
+            ids = greedy_decode(self.model, src, limit) if beam == 1 else beam_search(self.model, src, beam, alpha, limit)
+            out.extend(strip_after_eos(ids))
+        return out
+
+    @torch.no_grad()
+    def copy_unknowns(self, sentences: list[str], outputs: list[list[int]], layer: int = -1,
+                      use_dictionary: bool = True) -> list[list[str]]:
+        """Replace each generated <unk> with the source word that its cross-attention weighs most.
+
+        The weights come from one teacher-forced pass over the output, averaged over heads of decoder `layer`;
+        source <eos> is never copied. Names and numbers that the vocabulary does not know come through as they are;
+        with use_dictionary, a source word seen in training is replaced by its dictionary translation instead
+        (which brings back French words too rare for the vocabulary).
+        """
+        tokens = [self.tgt_vocab.decode(o) for o in outputs]
+        todo = [i for i, o in enumerate(outputs) if UNK_ID in o]
+        if not todo:
+            return tokens
+        src = self.encode([sentences[i] for i in todo]).to(self.device)
+        tgt_in = pad_batch([[BOS_ID] + outputs[i] for i in todo]).to(self.device)
+        weights = self.model.cross_attention(src, tgt_in)[layer].mean(1)  # (B, H, T, S) -> (B, T, S)
+        weights = weights.masked_fill(((src == PAD_ID) | (src == EOS_ID))[:, None, :], 0.0)  # never copy <eos>/<pad>
+        for row, i in enumerate(todo):
+            surface = self.src_tok.surface(sentences[i])
+            for j, tok_id in enumerate(outputs[i]):
+                if tok_id == UNK_ID:
+                    word = surface[int(weights[row, j].argmax())]
+                    tokens[i][j] = self.dictionary.get(word.lower(), word) if use_dictionary else word
+        return tokens
+
+    def postprocess(self, sentences: list[str], outputs: list[list[int]], unk: str = "dictionary") -> list[str]:
+        """Decoded ids -> French sentences; unk says what a generated <unk> becomes (one of UNK_RULES)."""
+        if unk not in UNK_RULES:
+            raise ValueError(f"unk must be one of {UNK_RULES}, got {unk!r}")
+        if unk == "keep":
+            tokens = [self.tgt_vocab.decode(o) for o in outputs]
+        else:
+            tokens = self.copy_unknowns(sentences, outputs, use_dictionary=unk == "dictionary")
+        return [self.tgt_tok.detokenize(t) for t in tokens]
+
+    def translate(self, sentences: list[str], beam: int = 1, alpha: float = 0.6, unk: str = "dictionary") -> list[str]:
+        """Translate English sentences into French: greedy when beam=1, else beam search with length penalty alpha."""
+        return self.postprocess(sentences, self.decode_ids(sentences, beam, alpha), unk)
+
+    def tokenizer_dict(self) -> dict:
+        """The tokenizers and vocabularies as plain values (the "tokenizer" part of the checkpoint)."""
+        return {"src_tok": self.src_tok.to_dict(), "tgt_tok": self.tgt_tok.to_dict(),
+                "src_vocab": list(self.src_vocab.itos), "tgt_vocab": list(self.tgt_vocab.itos)}
+
+    def checkpoint(self) -> dict:
+        """Everything needed to translate again: float16 weights, config, tokenizers, vocabularies, the dictionary."""
+        return self.model.checkpoint(self.tokenizer_dict(), {"dictionary": dict(self.dictionary), "extra": self.extra})
+
+    def save(self, path: Path | str) -> Path:
+        """Write the checkpoint atomically (an unchanged model leaves the file as it is)."""
+        return save_checkpoint(self.checkpoint(), path)
+
+    @classmethod
+    def load(cls, path: Path | str, device: torch.device | str | None = None) -> "Translator":
+        """Load a checkpoint written by save() (torch.load with weights_only=True) onto `device` (default CPU).
+
+        Every problem with the file, including a checkpoint of another kind (such as notebook 06's char-GPT), is a
+        CheckpointError whose message names the file and what is wrong.
+        """
+        ckpt = load_checkpoint(path, kind="translation")
+        model = Seq2Seq.from_checkpoint(ckpt, source=path)
+        try:
+            tok, meta = ckpt["tokenizer"], ckpt["meta"]
+            translator = cls(model, Tokenizer.from_dict(tok["src_tok"]), Tokenizer.from_dict(tok["tgt_tok"]),
+                             Vocab(tok["src_vocab"]), Vocab(tok["tgt_vocab"]), meta.get("dictionary", {}),
+                             meta.get("extra", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"{path} does not hold usable tokenizers ({first_line(err)})") from None
+        if len(translator.src_vocab) != model.cfg.src_vocab_size or len(translator.tgt_vocab) != model.cfg.tgt_vocab_size:
+            raise CheckpointError(f"{path} is inconsistent: its vocabularies do not match the model's sizes")
+        if device is not None:
+            translator.model.to(device)
+        return translator
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's weights; batches are moved there."""
+        return next(self.model.parameters()).device
+
+
+def default_checkpoint() -> Path:
+    """Where the full-mode notebook saves the translation model (looking it up creates no folder)."""
+    return PROJECT_ROOT / "artifacts" / "checkpoints" / "translation.pt"
+
+
+def translate_with_checkpoint(sentences: list[str], checkpoint: Path | str | None = None, beam: int | None = None,
+              alpha: float | None = None) -> list[str]:
+    """Load the saved translation checkpoint and translate English sentences (beam=1: greedy; None: the saved choice).
+
+    >>> translate_with_checkpoint(["I am cold.", "Where is Tom?"])  # doctest: +SKIP
+    """
+    translator = Translator.load(checkpoint or default_checkpoint())
+    best = translator.extra.get("decoding", {})
+    beam = best.get("beam", 4) if beam is None else beam
+    alpha = best.get("alpha", 0.6) if alpha is None else alpha
+    return translator.translate(list(sentences), beam=beam, alpha=alpha, unk=best.get("unk", "dictionary"))

@@ -1,0 +1,30 @@
+"""One char-GPT tuning run; prints one line per minute of training.
+
+    python scripts/tune_char_gpt.py '{"model": {"d_model": 192, ...}, "train": {"batch_size": 16, ...}}'
+
+It starts from the defaults of GPTConfig and TrainConfig (not from notebook 06's settings), with the speed-ups of
+06's full run switched on (amp, flush_denormal, fast_dropout), evaluations once a minute, and the JSON overrides.
+The logs in artifacts/tuning/ are the runs that chose notebook 06's full settings (see its README.md).
+"""
+import json
+import sys
+import time
+
+import torch
+
+from helpers.models import GPT, GPTConfig
+from helpers.datasets import load_dataset
+from helpers.training import TrainConfig, Trainer
+
+spec = json.loads(sys.argv[1])
+seed = spec["train"].pop("seed", 0)  # initialisation, batches and dropout
+ds = load_dataset()
+torch.manual_seed(seed)
+model = GPT(GPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
+print(f"params {model.num_params():,}", flush=True)
+cfg = TrainConfig(amp=True, flush_denormal=True, fast_dropout=True, eval_interval=100_000, eval_at_seconds=list(range(60, 601, 60)), seed=seed,
+                  **spec["train"])
+trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
+t0 = time.time()
+trainer.run()
+print("wall", time.time() - t0, "steps", trainer.step, "train_s", trainer.train_seconds, flush=True)
