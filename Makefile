@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up the environment, then run the whole course headless (HTML reports in build/full/html/)
-#   make test   set up the environment, then run pytest and nbval over the committed notebooks
+#   make test   set up the environment, then run ruff, pytest and nbval over the committed notebooks
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DATA_MIRROR ?= ../shared/data
 ARGS ?=
 
-.PHONY: setup data run quick test lab kernel clean
+.PHONY: setup data run quick test lint lab kernel clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,13 @@ run: setup
 quick: setup
 	$(PY) run_all.py --quick $(ARGS)
 
-test: setup
+test: setup lint
 	COURSE_MODE=quick $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with nbval_sanitize.cfg -p no:cacheprovider $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 lab: setup kernel
 	$(VENV)/bin/jupyter lab notebooks/

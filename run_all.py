@@ -13,6 +13,7 @@ are its new or changed figures, metrics and checkpoints moved in, file by file. 
 notebook leaves artifacts/, the results table and the README as they were, and its staging folder for inspection.
 Ctrl-C interrupts the running cell, marks the partial executed copy as interrupted and exits with status 130.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -138,7 +139,7 @@ def _kernel_process(km):
 
 
 def _interrupt_kernel(km) -> bool:
-    """Send SIGINT to a running kernel's process group (the running cell raises KeyboardInterrupt); False if not possible."""
+    """Send SIGINT to a running kernel's process group (the cell raises KeyboardInterrupt); False if not possible."""
     proc, pgid = _kernel_process(km), getattr(getattr(km, "provisioner", None), "pgid", None)
     if proc is None or proc.poll() is not None or not pgid or not hasattr(os, "killpg"):
         return False
@@ -150,7 +151,7 @@ def _interrupt_kernel(km) -> bool:
 
 
 def _on_sigint(signum, frame) -> None:
-    """First Ctrl-C: interrupt the running cell and stop before the next. Again (or after the grace time): stop at once."""
+    """First Ctrl-C: interrupt the running cell, stop before the next. Again (or after the grace time): stop at once."""
     first = not _Run.interrupted
     _Run.interrupted = True
     if first and _interrupt_kernel(_Run.km):
@@ -200,9 +201,18 @@ def execute(path: Path, out_path: Path, mode: str, timeout: int | None, kernel_l
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     try:
-        pm.execute_notebook(str(path), str(out_path), parameters=parameters, kernel_name=KERNEL, cwd=str(path.parent),
-                            progress_bar=False, log_output=False, execution_timeout=timeout,
-                            kernel_manager_class=_kernel_manager_class(kernel_log), on_cell_execute=on_cell_execute)
+        pm.execute_notebook(
+            str(path),
+            str(out_path),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            cwd=str(path.parent),
+            progress_bar=False,
+            log_output=False,
+            execution_timeout=timeout,
+            kernel_manager_class=_kernel_manager_class(kernel_log),
+            on_cell_execute=on_cell_execute,
+        )
     except KeyboardInterrupt:  # a second Ctrl-C: papermill has saved the cells run so far
         _Run.interrupted = True
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the abandoned cell's task is not news
@@ -232,9 +242,11 @@ def mark_interrupted(notebook: Path, out_path: Path, cell_id: str | None) -> int
     where = f" in cell {number} of {relative(notebook)} (marked below)" if number else ""
     note = nbformat.v4.new_markdown_cell(
         f"**Interrupted**: `run_all.py` was stopped by Ctrl-C{where}. This copy is partial: that cell did not "
-        "finish and the cells after it did not run. Nothing the run wrote reached the artifacts folder.")
-    here = nbformat.v4.new_markdown_cell("**Interrupted here** (Ctrl-C): this cell did not finish; the cells below "
-                                         "did not run.")
+        "finish and the cells after it did not run. Nothing the run wrote reached the artifacts folder."
+    )
+    here = nbformat.v4.new_markdown_cell(
+        "**Interrupted here** (Ctrl-C): this cell did not finish; the cells below did not run."
+    )
     for cell in (note, here):
         cell.metadata["tags"] = ["run_all-interrupted"]
     at = [i for i, c in enumerate(nb.cells) if cell_id is not None and c.get("id") == cell_id]
@@ -245,7 +257,7 @@ def mark_interrupted(notebook: Path, out_path: Path, cell_id: str | None) -> int
     return number
 
 
-# ---- staging: each notebook writes into a copy of artifacts/; success moves its changes in ----------------------------
+# ---- staging: each notebook writes into a copy of artifacts/; success moves its changes in ----------------------
 
 
 def files_under(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, Path]:
@@ -383,15 +395,20 @@ def write_index(html_dir: Path, rows: list[dict], mode: str) -> Path:
     items = []
     for r in rows:
         link = f'<a href="{r["name"]}.html">{html.escape(r["title"])}</a>' if r.get("html") else html.escape(r["title"])
-        items.append(f"<tr><td>{r['name'][:2]}</td><td>{link}</td><td>{r['status']}</td><td>{r['seconds']:.0f} s</td></tr>")
+        items.append(
+            f"<tr><td>{r['name'][:2]}</td><td>{link}</td><td>{r['status']}</td><td>{r['seconds']:.0f} s</td></tr>"
+        )
     metric_rows = "".join(
         f"<tr><td><code>{html.escape(k)}</code></td><td>{format_value(m['value'])}</td><td>{html.escape(m['unit'])}</td>"
-        f"<td>{html.escape(m['description'])}</td></tr>" for k, m in metrics.items())
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Transformers from scratch: reports ({mode})</title>
+        f"<td>{html.escape(m['description'])}</td></tr>"
+        for k, m in metrics.items()
+    )
+    title = f"Transformers from scratch: reports ({mode})"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.3em .8em;text-align:left}}
 tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
 <h1>Transformers from scratch: notebook reports</h1><p>Mode: <b>{mode}</b>. Generated by <code>run_all.py</code>.</p>
-<table><tr><th>#</th><th>notebook</th><th>status</th><th>time</th></tr>{''.join(items)}</table>
+<table><tr><th>#</th><th>notebook</th><th>status</th><th>time</th></tr>{"".join(items)}</table>
 <h2>Key figures</h2><table><tr><th>metric</th><th>value</th><th>unit</th><th>what it is</th></tr>{metric_rows}</table>
 </body></html>"""
     return atomic_write_text(html_dir / "index.html", page)
@@ -414,9 +431,13 @@ def report_failure(path: Path, out_path: Path, err: Exception, stage: Path | Non
 def record_run_times(rows: list[dict], total_seconds: float, mode: str) -> None:
     """Record the run time of a complete course run (every notebook, none failed) among the results."""
     recorder = MetricRecorder("00_run_all", mode, fresh=True)
-    recorder.record("run_all.total_minutes", total_seconds / 60, "min",
-                    f"one uninterrupted `python run_all.py{' --quick' if mode == 'quick' else ''}`: "
-                    f"{len(rows)} notebooks and their HTML reports")
+    recorder.record(
+        "run_all.total_minutes",
+        total_seconds / 60,
+        "min",
+        f"one uninterrupted `python run_all.py{' --quick' if mode == 'quick' else ''}`: "
+        f"{len(rows)} notebooks and their HTML reports",
+    )
     for r in rows:
         recorder.record(f"run_all.seconds_{r['name'][:2]}", r["seconds"], "s", f"{r['name']}, executed by papermill")
 
@@ -433,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-back", action="store_true", help="save executed notebooks over notebooks/ (full mode)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
-    parser.add_argument("--build-dir", type=Path, default=PROJECT_ROOT / "build", help="where executed copies and HTML go")
+    parser.add_argument(
+        "--build-dir", type=Path, default=PROJECT_ROOT / "build", help="where executed copies and HTML go"
+    )
     args = parser.parse_args(argv)
     if args.write_back and args.quick:
         parser.error("--write-back saves full-mode outputs only; drop --quick")
@@ -455,13 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     mode = "quick" if args.quick else "full"
-    # The artifacts: $COURSE_ARTIFACTS_DIR, else the artifacts/ folder beside the notebooks (a test's course has its own).
+    # The artifacts: $COURSE_ARTIFACTS_DIR, else the artifacts/ folder beside the notebooks (a test course has its own).
     if not os.environ.get(ARTIFACTS_ENV):
         os.environ[ARTIFACTS_ENV] = str(args.notebooks_dir.resolve().parent / "artifacts")
     real_root = artifacts_dir("full").resolve()
     if mode == "full" and not args.write_back:  # the committed results change only with --write-back
-        real_root = run_copy(real_root, (args.build_dir / "full" / "artifacts").resolve(),
-                             fresh=not args.only and not args.start)
+        real_root = run_copy(
+            real_root, (args.build_dir / "full" / "artifacts").resolve(), fresh=not args.only and not args.start
+        )
     os.environ[ARTIFACTS_ENV] = str(real_root)
     os.environ["COURSE_MODE"] = mode  # notebooks that read their mode from the environment agree with the run
     executed_dir, html_dir = args.build_dir / mode / "executed", args.build_dir / mode / "html"
@@ -484,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
                 copied = prepare_stage(real_root, stage, mode, path.stem)
                 os.environ[ARTIFACTS_ENV] = str(stage)  # the kernel inherits it: the notebook writes into the copy
                 try:
-                    execute(path, out_path, mode, args.timeout, args.build_dir / mode / "kernel_logs" / f"{path.stem}.log")
+                    execute(
+                        path, out_path, mode, args.timeout, args.build_dir / mode / "kernel_logs" / f"{path.stem}.log"
+                    )
                 finally:
                     os.environ[ARTIFACTS_ENV] = str(real_root)
             except Interrupted as stop:
@@ -537,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         partial = f"partial copy: {relative(out_path)}" if out_path.exists() else "no partial copy"
         print(f"\ninterrupted: {relative(path)}{f' in cell {number}' if number else ''}; {partial}", file=sys.stderr)
         if stage.exists():
-            print(f"  {relative(real_root)} unchanged; what the notebook wrote is in {relative(stage)}", file=sys.stderr)
+            print(
+                f"  {relative(real_root)} unchanged; what the notebook wrote is in {relative(stage)}", file=sys.stderr
+            )
         return 130
     timings = {r["name"]: {"seconds": round(r["seconds"], 1), "status": r["status"]} for r in rows}
     atomic_write_text(args.build_dir / mode / "timings.json", json.dumps(timings, indent=2) + "\n")
@@ -550,7 +578,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reports: {relative(write_index(html_dir, rows, mode))}")
     skipped = len(notebooks) - len(rows)
     if failed:
-        print(f"failed: {', '.join(p.name for p in failed)}" + (f"; {skipped} not run" if skipped else ""), file=sys.stderr)
+        print(
+            f"failed: {', '.join(p.name for p in failed)}" + (f"; {skipped} not run" if skipped else ""),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -5,6 +5,7 @@
 The text is printed as it is generated (Ctrl-C stops it and keeps what was printed); the device line goes to
 stderr, so stdout holds only the text. Bad options and bad checkpoints end with "error: ..." and exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,20 +21,24 @@ MAX_LENGTH = 100_000  # characters per run: about a play of Shakespeare
 
 def _int_in(low: int, high: int | None = None):
     """An argparse type: an integer in low..high."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {f'in {low}..{high:,}' if high is not None else f'>= {low}'}, "
-                                             f"got {value}")
+            raise argparse.ArgumentTypeError(
+                f"must be {f'in {low}..{high:,}' if high is not None else f'>= {low}'}, got {value}"
+            )
         return value
+
     return parse
 
 
 def _float_in(low: float, high: float, low_open: bool, what: str):
     """An argparse type: a finite float in (low, high] or [low, high] (high may be inf)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -42,6 +47,7 @@ def _float_in(low: float, high: float, low_open: bool, what: str):
         if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return value
+
     return parse
 
 
@@ -49,21 +55,44 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     p = argparse.ArgumentParser(description="Continue a prompt with the character-level GPT.")
     p.add_argument("--prompt", default="ROMEO:", help="text to continue (characters of Tiny Shakespeare only)")
-    p.add_argument("--length", type=_int_in(0, MAX_LENGTH), default=300,
-                   help=f"number of characters to generate, 0..{MAX_LENGTH:,} (default 300)")
-    p.add_argument("--temperature", type=_float_in(0.0, math.inf, True, "a finite number > 0"), default=0.8,
-                   help="> 0; lower is more conservative (default 0.8)")
-    p.add_argument("--top-k", type=_int_in(1), default=None,
-                   help="sample among the k most likely characters (1..the vocabulary size)")
-    p.add_argument("--top-p", type=_float_in(0.0, 1.0, True, "in (0, 1]"), default=None,
-                   help="sample from the smallest set with this probability mass, in (0, 1]")
+    p.add_argument(
+        "--length",
+        type=_int_in(0, MAX_LENGTH),
+        default=300,
+        help=f"number of characters to generate, 0..{MAX_LENGTH:,} (default 300)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=_float_in(0.0, math.inf, True, "a finite number > 0"),
+        default=0.8,
+        help="> 0; lower is more conservative (default 0.8)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=_int_in(1),
+        default=None,
+        help="sample among the k most likely characters (1..the vocabulary size)",
+    )
+    p.add_argument(
+        "--top-p",
+        type=_float_in(0.0, 1.0, True, "in (0, 1]"),
+        default=None,
+        help="sample from the smallest set with this probability mass, in (0, 1]",
+    )
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="checkpoint written by notebook 06 (default: artifacts/checkpoints/char_gpt.pt)")
-    p.add_argument("--device", default=None,
-                   help="cpu, cuda, cuda:N, mps or auto (default: $COURSE_DEVICE, else the best available)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help="checkpoint written by notebook 06 (default: artifacts/checkpoints/char_gpt.pt)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N, mps or auto (default: $COURSE_DEVICE, else the best available)",
+    )
     return p
 
 
@@ -101,9 +130,18 @@ def main(argv=None) -> int:
     if args.top_k is not None and args.top_k > tokenizer.vocab_size:
         return error(f"argument --top-k: must be in 1..{tokenizer.vocab_size} (the vocabulary size), got {args.top_k}")
     try:
-        pieces = stream_text(model, tokenizer, args.prompt, args.length, seed=args.seed, greedy=args.greedy,
-                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                             use_cache=not args.no_cache)
+        pieces = stream_text(
+            model,
+            tokenizer,
+            args.prompt,
+            args.length,
+            seed=args.seed,
+            greedy=args.greedy,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            use_cache=not args.no_cache,
+        )
     except ValueError as err:  # the options are checked above: what is left is an empty prompt or unknown characters
         return error(f"--prompt: {err}")
     global _started

@@ -7,6 +7,7 @@
 Each input line gives one output line (a blank line gives a blank line), so the output lines up with the input.
 The device line goes to stderr. Bad options, input and checkpoints end with "error: ..." and exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,18 +48,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Translate English sentences into French with the course's transformer.")
     p.add_argument("sentences", nargs="*", help="sentences to translate (default: read lines from --file or stdin)")
     p.add_argument("--file", type=Path, help="read one sentence per line from this UTF-8 file")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="translation checkpoint (default: artifacts/checkpoints/translation.pt)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="translation checkpoint (default: artifacts/checkpoints/translation.pt)",
+    )
     decoding = p.add_mutually_exclusive_group()
-    decoding.add_argument("--beam", type=_beam_width, default=None,
-                          help="beam width, an integer >= 1 (default: the decoding the notebook chose)")
+    decoding.add_argument(
+        "--beam",
+        type=_beam_width,
+        default=None,
+        help="beam width, an integer >= 1 (default: the decoding the notebook chose)",
+    )
     decoding.add_argument("--greedy", action="store_true", help="greedy decoding (same as --beam 1)")
     p.add_argument("--alpha", type=_alpha, default=None, help="length penalty exponent for beam search, >= 0")
-    p.add_argument("--unk", choices=UNK_CHOICES, default=None,
-                   help="what a generated <unk> becomes: keep it, copy the attended source word, or translate that word "
-                        "with the training dictionary (default: the notebook's choice)")
-    p.add_argument("--device", default=None,
-                   help="cpu, cuda, cuda:N, mps or auto (default: $COURSE_DEVICE, else the best available)")
+    p.add_argument(
+        "--unk",
+        choices=UNK_CHOICES,
+        default=None,
+        help="what a generated <unk> becomes: keep it, copy the attended source word, or translate that word "
+        "with the training dictionary (default: the notebook's choice)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N, mps or auto (default: $COURSE_DEVICE, else the best available)",
+    )
     return p
 
 
@@ -76,9 +92,10 @@ def _decode(data: bytes, where: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise InputError(f"{where} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); "
-                         f"save it as UTF-8") from None
+        line = data[: err.start].count(b"\n") + 1
+        raise InputError(
+            f"{where} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
 
 
 def _split_lines(text: str) -> list[str]:
@@ -148,8 +165,10 @@ def main(argv=None) -> int:
             return error(f"sentence {i + 1} is empty: nothing to translate ({line!r})")
         n_tokens = len(translator.src_tok(line)) + 1  # with the end-of-sentence mark
         if n_tokens > max_len:
-            return error(f"{label} {i + 1} is too long: {n_tokens} tokens with the end mark; "
-                         f"this model accepts at most {max_len}")
+            return error(
+                f"{label} {i + 1} is too long: {n_tokens} tokens with the end mark; "
+                f"this model accepts at most {max_len}"
+            )
 
     best = translator.extra.get("decoding", {})
     beam = 1 if args.greedy else (args.beam if args.beam is not None else best.get("beam", 4))

@@ -4,6 +4,7 @@ Mask convention used everywhere in the course: a boolean mask is True where a qu
 (the same convention as torch.nn.functional.scaled_dot_product_attention, and the opposite of
 nn.MultiheadAttention's key_padding_mask). A floating-point mask is added to the scores.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,14 +39,19 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     """Raise a ValueError naming the shapes when q, k and v do not fit together."""
     if q.dim() < 2 or k.dim() != q.dim() or v.dim() != q.dim():
         raise ValueError(
-            f"q, k, v must have the same number of dimensions (>= 2), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"q, k, v must have the same number of dimensions (>= 2), "
+            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must share their last dimension d_k, got q {tuple(q.shape)} and k {tuple(k.shape)}")
     if q.shape[-1] == 0:
-        raise ValueError(f"q and k need a last dimension d_k >= 1 (scores are divided by sqrt(d_k)), got q {tuple(q.shape)}")
+        raise ValueError(
+            f"q and k need a last dimension d_k >= 1 (scores are divided by sqrt(d_k)), got q {tuple(q.shape)}"
+        )
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"k and v must have the same number of keys T_k, got k {tuple(k.shape)} and v {tuple(v.shape)}")
+        raise ValueError(
+            f"k and v must have the same number of keys T_k, got k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         raise ValueError(
             f"q, k, v must share their batch dimensions, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
@@ -174,8 +180,12 @@ class MultiHeadAttention(nn.Module):
         """
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
-        if context is not None and (context.dim() != 3 or context.shape[-1] != self.d_model or context.shape[0] != x.shape[0]):
-            raise ValueError(f"context must have shape (B={x.shape[0]}, T_k, d_model={self.d_model}), got {tuple(context.shape)}")
+        if context is not None and (
+            context.dim() != 3 or context.shape[-1] != self.d_model or context.shape[0] != x.shape[0]
+        ):
+            raise ValueError(
+                f"context must have shape (B={x.shape[0]}, T_k, d_model={self.d_model}), got {tuple(context.shape)}"
+            )
         q = self.split_heads(self.q_proj(x))  # (B, T_q, C) -> (B, H, T_q, D)
         if context is not None and cache is not None and "k" in cache:
             k, v = cache["k"], cache["v"]  # cross-attention: the encoder output does not change while decoding

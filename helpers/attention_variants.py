@@ -9,6 +9,7 @@ them, so a query cannot put nearly all of its weight on one key the way softmax 
 is squeezed into one (D, D) state per head, so it recalls fewer distinct tokens; the normaliser is a sum that can
 get small, so it needs an epsilon. It is a different model, not a faster way to compute the same one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,9 @@ def _exclusive_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
     return total - x
 
 
-def linear_attention(q, k, v, causal: bool = False, feature_map=elu_feature_map, eps: float = 1e-6,
-                     chunk_size: int = 64):
+def linear_attention(
+    q, k, v, causal: bool = False, feature_map=elu_feature_map, eps: float = 1e-6, chunk_size: int = 64
+):
     """Linear attention phi(q) (phi(k)^T v) / phi(q) sum(phi(k)), in O(T) time and memory.
 
     q, k: (..., T, D), v: (..., T, D_v). Self-attention only (same T for queries and keys).
@@ -48,8 +50,10 @@ def linear_attention(q, k, v, causal: bool = False, feature_map=elu_feature_map,
     across chunks it carries the running sums phi(k)^T v and sum(phi(k)) of all earlier chunks.
     """
     if q.shape != k.shape or q.shape[:-1] != v.shape[:-1]:
-        raise ValueError(f"linear_attention needs q, k of equal shape and v with the same (..., T), got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"linear_attention needs q, k of equal shape and v with the same (..., T), got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     phi_q, phi_k = feature_map(q), feature_map(k)
     if not causal:
         kv = phi_k.transpose(-2, -1) @ v  # (..., D, T) @ (..., T, D_v) -> (..., D, D_v)

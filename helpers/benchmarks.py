@@ -1,8 +1,11 @@
-"""The benchmarks of 09_profiling: attention methods against sequence length and heads, a GRU baseline, training
-and generation throughput. Every number comes from helpers.measure (one timer, one memory probe).
+"""Attention, training and generation benchmarks and a GRU baseline (introduced in 07_generation, 09_profiling).
+
+Attention methods are measured against sequence length and heads; throughput for training steps and generation.
+Every number comes from helpers.measure (one timer, one memory probe).
 
 Apple's MPS backend has no peak-memory counter, so benchmark_attention measures memory there on CPU copies.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,9 +26,11 @@ ATTENTION_METHODS = ("naive", "sdpa", "linear")  # from-scratch softmax, PyTorch
 def attention_fn(method: str, causal: bool = True):
     """Return f(q, k, v) -> output for one attention method: "naive", "sdpa" or "linear"."""
     if method == "naive":
+
         def naive(q, k, v):
             mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device) if causal else None
             return scaled_dot_product_attention(q, k, v, mask=mask)[0]
+
         return naive
     if method == "sdpa":
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -34,8 +39,9 @@ def attention_fn(method: str, causal: bool = True):
     raise ValueError(f"unknown attention method {method!r}; choose from {ATTENTION_METHODS}")
 
 
-def make_qkv(batch: int, n_heads: int, seq_len: int, d_head: int, requires_grad: bool = False, device="cpu",
-             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_qkv(
+    batch: int, n_heads: int, seq_len: int, d_head: int, requires_grad: bool = False, device="cpu", seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random q, k, v of shape (B, H, T, D), seeded."""
     gen = torch.Generator().manual_seed(seed)
     shape = (batch, n_heads, seq_len, d_head)
@@ -58,8 +64,18 @@ def attention_step(method: str, q, k, v, backward: bool, causal: bool = True):
     return forward_backward if backward else forward_only
 
 
-def benchmark_attention(method: str, batch: int, n_heads: int, seq_len: int, d_head: int, warmup: int = 1,
-                        repeats: int = 3, device="cpu", causal: bool = True, seed: int = 0) -> dict:
+def benchmark_attention(
+    method: str,
+    batch: int,
+    n_heads: int,
+    seq_len: int,
+    d_head: int,
+    warmup: int = 1,
+    repeats: int = 3,
+    device="cpu",
+    causal: bool = True,
+    seed: int = 0,
+) -> dict:
     """Median time and peak memory of one attention call, forward and forward + backward, on `device`.
 
     Memory is measured on the device for CPU and CUDA; on other devices (MPS has no peak counter) it is measured on
@@ -78,8 +94,9 @@ def benchmark_attention(method: str, batch: int, n_heads: int, seq_len: int, d_h
     return row
 
 
-def training_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                     amp: bool = False):
+def training_step_fn(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool = False
+):
     """A closure running one training step of a language model whose forward(x, y) returns (logits, loss).
 
     amp=True runs the forward pass under autocast in the device's reduced precision (helpers.speedups.autocast:
@@ -138,19 +155,32 @@ class ProfileSettings:
     step_repeats: int = 3  # timed training steps per configuration (after two warm-up steps)
 
     @classmethod
-    def for_mode(cls, mode: str) -> "ProfileSettings":
+    def for_mode(cls, mode: str) -> ProfileSettings:
         """Full settings, or a shorter range with fewer repeats for quick runs."""
         if mode == "full":
             return cls()
-        return cls(seq_lens=(64, 128, 256, 512), head_counts=(1, 2, 4, 8), head_seq_len=256, repeats=3,
-                   gpt_seq_lens=(64, 256), gpt_tokens_per_step=512, rnn_seq_lens=(32, 64, 128), step_repeats=2)
+        return cls(
+            seq_lens=(64, 128, 256, 512),
+            head_counts=(1, 2, 4, 8),
+            head_seq_len=256,
+            repeats=3,
+            gpt_seq_lens=(64, 256),
+            gpt_tokens_per_step=512,
+            rnn_seq_lens=(32, 64, 128),
+            step_repeats=2,
+        )
 
 
-def time_generation(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, use_cache: bool,
-                    repeats: int = 3) -> dict:
+def time_generation(
+    model: nn.Module, idx: torch.Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 3
+) -> dict:
     """Time greedy generation of max_new_tokens tokens; return the median seconds and tokens per second."""
     device = next(model.parameters()).device
     generate(model, idx[:, :2], 2, greedy=True, use_cache=use_cache)  # a short warm-up, then full-length repeats
-    timing = time_fn(lambda: generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache),
-                     warmup=0, repeats=repeats, device=device)
+    timing = time_fn(
+        lambda: generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache),
+        warmup=0,
+        repeats=repeats,
+        device=device,
+    )
     return {"seconds": timing.median, "tokens_per_second": max_new_tokens / timing.median, "times": timing.times}

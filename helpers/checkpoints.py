@@ -1,4 +1,4 @@
-"""One checkpoint layout for every model of the course: atomic save, safe load, compact weights.
+"""One checkpoint layout for every model: atomic save, safe load, 16-bit weights (introduced in 06_char_gpt).
 
 A checkpoint is a dict with five keys, whatever the model:
     {"kind": "char-gpt" | "translation" | "training-state",
@@ -7,6 +7,7 @@ A checkpoint is a dict with five keys, whatever the model:
 It holds tensors and plain Python values only, so torch.load(..., weights_only=True) reads it. Finished models keep
 their weights in float16 (half the bytes; loading turns them back into float32); a training state keeps float32.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,14 +22,20 @@ from torch import nn
 from helpers.utils import atomic_write_bytes
 
 LAYOUT = ("kind", "model", "config", "tokenizer", "meta")
-CHECKPOINT_KINDS = {"char-gpt": "a char-GPT checkpoint (from notebook 06)",
-                    "translation": "a translation checkpoint (from notebook 08)",
-                    "training-state": "a training-state checkpoint (Trainer.save, for resuming training)"}
-_CHECKPOINT_USE = {"char-gpt": "sample.py reads it", "translation": "translate.py reads it",
-                   "training-state": "resume_trainer reads it"}
-_CHECKPOINT_SOURCE = {"char-gpt": "run notebooks/06_char_gpt.ipynb in full mode to create it (python run_all.py --only 06)",
-                      "translation": "run notebooks/08_translation.ipynb in full mode to create it "
-                                     "(python run_all.py --only 08)"}
+CHECKPOINT_KINDS = {
+    "char-gpt": "a char-GPT checkpoint (from notebook 06)",
+    "translation": "a translation checkpoint (from notebook 08)",
+    "training-state": "a training-state checkpoint (Trainer.save, for resuming training)",
+}
+_CHECKPOINT_USE = {
+    "char-gpt": "sample.py reads it",
+    "translation": "translate.py reads it",
+    "training-state": "resume_trainer reads it",
+}
+_CHECKPOINT_SOURCE = {
+    "char-gpt": "run notebooks/06_char_gpt.ipynb in full mode to create it (python run_all.py --only 06)",
+    "translation": "run notebooks/08_translation.ipynb in full mode to create it (python run_all.py --only 08)",
+}
 
 
 class CheckpointError(ValueError):
@@ -39,13 +46,19 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No checkpoint at the path (also a FileNotFoundError)."""
 
 
-def make_checkpoint(kind: str, model: dict, config: dict, tokenizer: dict | None = None,
-                    meta: dict | None = None) -> dict:
+def make_checkpoint(
+    kind: str, model: dict, config: dict, tokenizer: dict | None = None, meta: dict | None = None
+) -> dict:
     """Put the five parts of a checkpoint together (see the module docstring)."""
     if kind not in CHECKPOINT_KINDS:
         raise ValueError(f"kind must be one of {tuple(CHECKPOINT_KINDS)}, got {kind!r}")
-    return {"kind": kind, "model": model, "config": dict(config), "tokenizer": dict(tokenizer or {}),
-            "meta": dict(meta or {})}
+    return {
+        "kind": kind,
+        "model": model,
+        "config": dict(config),
+        "tokenizer": dict(tokenizer or {}),
+        "meta": dict(meta or {}),
+    }
 
 
 def compact_state(model: nn.Module, skip: tuple[str, ...] = ()) -> dict:
@@ -114,15 +127,21 @@ def _torch_load(path: Path, map_location) -> object:
         # Never pass torch's own message on: it advises retrying with weights_only=False, which runs arbitrary code.
         refused = re.search(r"GLOBAL ([\w.]+)", str(err))
         if isinstance(err, pickle.UnpicklingError) and refused:
-            raise CheckpointError(f"{path} was refused by the safe loader: it holds a Python object ({refused.group(1)}) "
-                                  f"that is not a tensor or plain value, so the course did not write it; "
-                                  f"it is not loaded") from None
+            raise CheckpointError(
+                f"{path} was refused by the safe loader: it holds a Python object ({refused.group(1)}) "
+                f"that is not a tensor or plain value, so the course did not write it; "
+                f"it is not loaded"
+            ) from None
         if isinstance(err, pickle.UnpicklingError) and head == b"PK\x03\x04":
-            raise CheckpointError(f"{path} was refused by the safe loader: it is damaged or holds more than tensors "
-                                  f"and plain values; it is not loaded") from None
+            raise CheckpointError(
+                f"{path} was refused by the safe loader: it is damaged or holds more than tensors "
+                f"and plain values; it is not loaded"
+            ) from None
         if head == b"PK\x03\x04":  # torch.save writes a zip archive
-            raise CheckpointError(f"{path} is truncated or damaged: not a complete PyTorch checkpoint "
-                                  f"({size} bytes; save or copy it again)") from None
+            raise CheckpointError(
+                f"{path} is truncated or damaged: not a complete PyTorch checkpoint "
+                f"({size} bytes; save or copy it again)"
+            ) from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (not a file written by torch.save)") from None
 
 
@@ -148,11 +167,14 @@ def load_checkpoint(path: Path | str, map_location="cpu", kind: str | None = Non
     found = checkpoint_kind(ckpt)
     if kind is not None and found != kind:
         if found is not None:
-            raise CheckpointError(f"{path} is {CHECKPOINT_KINDS[found]}, not {CHECKPOINT_KINDS[kind]}; "
-                                  f"{_CHECKPOINT_USE[found]}")
+            raise CheckpointError(
+                f"{path} is {CHECKPOINT_KINDS[found]}, not {CHECKPOINT_KINDS[kind]}; {_CHECKPOINT_USE[found]}"
+            )
         keys = ", ".join(repr(k) for k in list(ckpt)[:8]) or "none"
-        raise CheckpointError(f"{path} is not {CHECKPOINT_KINDS[kind]}: it is a dictionary with keys {keys} "
-                              f"(a course checkpoint has the keys {', '.join(LAYOUT)})")
+        raise CheckpointError(
+            f"{path} is not {CHECKPOINT_KINDS[kind]}: it is a dictionary with keys {keys} "
+            f"(a course checkpoint has the keys {', '.join(LAYOUT)})"
+        )
     return ckpt
 
 
@@ -164,7 +186,9 @@ def first_line(err: Exception) -> str:
 
 def average_states(states: list[dict]) -> dict:
     """Element-wise mean of several state_dicts of the same model (checkpoint averaging)."""
-    return {name: torch.stack([s[name].float() for s in states]).mean(0).to(states[0][name].dtype) for name in states[0]}
+    return {
+        name: torch.stack([s[name].float() for s in states]).mean(0).to(states[0][name].dtype) for name in states[0]
+    }
 
 
 def state_snapshot(model: nn.Module) -> dict:

@@ -1,7 +1,8 @@
-"""Data sets and batches: Tiny Shakespeare for the GPT, Tatoeba pairs for the translator, toy copy/reverse tasks.
+"""Data sets and batches: Tiny Shakespeare, Tatoeba pairs, a toy reverse task (introduced in 06_char_gpt, 08).
 
 Files come from helpers.data.fetch (a local copy first, else a verified download); tokenizers from helpers.tokenizers.
 """
+
 from __future__ import annotations
 
 import random
@@ -54,8 +55,9 @@ def load_dataset(data_dir: Path | str | None = None, train_fraction: float = 0.9
     return CharDataset(text, tokenizer, train, val)
 
 
-def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample batch_size random windows: inputs x (B, T) and targets y (B, T) shifted by one character."""
     if len(data) <= block_size:
         raise ValueError(f"data has {len(data)} ids, too few for block_size={block_size}")
@@ -66,7 +68,9 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
     return x, y
 
 
-def eval_windows(data: torch.Tensor, block_size: int, max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_windows(
+    data: torch.Tensor, block_size: int, max_windows: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut data into non-overlapping windows (N, T) of inputs and targets; evenly spaced subset if max_windows."""
     n = (len(data) - 1) // block_size
     if n < 1:
@@ -110,8 +114,9 @@ def data_file(source: str = "small", data_dir: Path | str | None = None) -> Path
         return fetch("eng-fra-small", data_dir=Path(data_dir) if data_dir else None)
     path = Path(data_dir or DATA_DIR) / FULL_ANKI_FILE if source == "full" else Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"{relative(path)} not found: download fra-eng.zip from manythings.org/anki "
-                                f"and put its fra.txt in data/")
+        raise FileNotFoundError(
+            f"{relative(path)} not found: download fra-eng.zip from manythings.org/anki and put its fra.txt in data/"
+        )
     return path
 
 
@@ -125,8 +130,9 @@ def load_pairs(path: Path | str, max_pairs: int | None = None) -> list[Pair]:
                 continue
             cols = line.split("\t")
             if len(cols) < 2:
-                raise ValueError(f"{relative(path)} line {line_no}: expected English<TAB>French<TAB>attribution, "
-                                 f"got {line[:80]!r}")
+                raise ValueError(
+                    f"{relative(path)} line {line_no}: expected English<TAB>French<TAB>attribution, got {line[:80]!r}"
+                )
             pairs.append(Pair(cols[0].strip(), cols[1].strip(), cols[2].strip() if len(cols) > 2 else ""))
             if max_pairs is not None and len(pairs) >= max_pairs:
                 break
@@ -163,7 +169,7 @@ def split_examples(examples: list[Example], fractions=(0.8, 0.1, 0.1), seed: int
     random.Random(seed).shuffle(order)
     n_train = round(fractions[0] * len(order))
     n_valid = round(fractions[1] * len(order))
-    cut = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    cut = {"train": order[:n_train], "valid": order[n_train : n_train + n_valid], "test": order[n_train + n_valid :]}
     return {name: [examples[i] for i in sorted(idx)] for name, idx in cut.items()}
 
 
@@ -184,13 +190,12 @@ def reference_streams(examples: list[Example]) -> list[list[str | None]]:
     return streams
 
 
-
 def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID, device: torch.device | str | None = None) -> torch.Tensor:
     """Right-pad id lists to a (B, T_max) long tensor, built on the CPU and moved to `device` when one is given."""
     t_max = max(len(s) for s in seqs)
     out = torch.full((len(seqs), t_max), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
     return out if device is None else out.to(device)
 
 
@@ -206,8 +211,13 @@ class TranslationData:
     train_src: list[list[int]]  # English ids, ending with <eos>
     train_tgt: list[list[int]]  # French ids, <bos> ... <eos>
 
-    def batches(self, batch_size: int, generator: torch.Generator, word_dropout: float = 0.0,
-                device: torch.device | str | None = None):
+    def batches(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        word_dropout: float = 0.0,
+        device: torch.device | str | None = None,
+    ):
         """Yield (src, tgt) padded batches of training pairs in a fresh random order, forever.
 
         word_dropout replaces that fraction of source words by <unk>, so the model learns what to do with unknown
@@ -218,7 +228,7 @@ class TranslationData:
         while True:
             order = torch.randperm(n, generator=generator).tolist()
             for start in range(0, n - batch_size + 1, batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 src = pad_batch([self.train_src[i] for i in idx])
                 if word_dropout > 0:
                     drop = (torch.rand(src.shape, generator=generator) < word_dropout) & (src > UNK_ID)
@@ -231,8 +241,14 @@ class TranslationData:
         return pad_batch([self.src_vocab.encode(self.src_tok(s), eos=True) for s in sentences], device=device)
 
 
-def prepare_data(pairs: list[Pair], seed: int = 0, min_freq_src: int = 1, min_freq_tgt: int = 1,
-                 lowercase: bool = True, fractions=(0.8, 0.1, 0.1)) -> TranslationData:
+def prepare_data(
+    pairs: list[Pair],
+    seed: int = 0,
+    min_freq_src: int = 1,
+    min_freq_tgt: int = 1,
+    lowercase: bool = True,
+    fractions=(0.8, 0.1, 0.1),
+) -> TranslationData:
     """Group, split, tokenize and build vocabularies from the training split only."""
     splits = split_examples(group_by_english(pairs), fractions, seed)
     train = training_pairs(splits["train"])
@@ -242,16 +258,29 @@ def prepare_data(pairs: list[Pair], seed: int = 0, min_freq_src: int = 1, min_fr
     tgt_tokens = [tgt_tok(fr) for _, fr in train]
     src_vocab = Vocab.build(src_tokens, min_freq_src)
     tgt_vocab = Vocab.build(tgt_tokens, min_freq_tgt)
-    return TranslationData(src_tok, tgt_tok, src_vocab, tgt_vocab, splits,
-                           [src_vocab.encode(t, eos=True) for t in src_tokens],
-                           [tgt_vocab.encode(t, bos=True, eos=True) for t in tgt_tokens])
+    return TranslationData(
+        src_tok,
+        tgt_tok,
+        src_vocab,
+        tgt_vocab,
+        splits,
+        [src_vocab.encode(t, eos=True) for t in src_tokens],
+        [tgt_vocab.encode(t, bos=True, eos=True) for t in tgt_tokens],
+    )
 
 
 # ---------------------------------------------------------------- a synthetic task (08_translation)
 
 
-def synthetic_batch(task: str, batch_size: int, n_symbols: int, min_len: int, max_len: int,
-                    generator: torch.Generator, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(
+    task: str,
+    batch_size: int,
+    n_symbols: int,
+    min_len: int,
+    max_len: int,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random symbol sequences (ids 4..3+n_symbols) and their copy or reverse, padded: src (B, S), tgt (B, T).
 
     The numbers are drawn on the CPU with `generator` (the same batch on every device), then moved to `device`.
@@ -266,5 +295,5 @@ def synthetic_batch(task: str, batch_size: int, n_symbols: int, min_len: int, ma
         seq = torch.randint(4, 4 + n_symbols, (n,), generator=generator)
         out = seq if task == "copy" else seq.flip(0)
         src[i, :n], src[i, n] = seq, EOS_ID
-        tgt[i, 1:n + 1], tgt[i, n + 1] = out, EOS_ID
+        tgt[i, 1 : n + 1], tgt[i, n + 1] = out, EOS_ID
     return (src, tgt) if device is None else (src.to(device), tgt.to(device))

@@ -1,6 +1,8 @@
-"""Turning a trained model's logits into text: sampling filters and generation for the GPT (07), greedy decoding
-and beam search for the encoder-decoder (08). Both decode with the models' KV cache (new_cache / cache_length).
+"""From logits to text: sampling and generation (introduced in 07_generation), greedy and beam search (08).
+
+Both kinds of model decode with the same KV-cache interface (new_cache / cache_length).
 """
+
 from __future__ import annotations
 
 import torch
@@ -8,12 +10,12 @@ from torch import nn
 
 from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
-
 # ---------------------------------------------------------------- sampling and generation with a GPT (07_generation)
 
 
-def check_sampling_args(vocab_size: int, temperature: float = 1.0, top_k: int | None = None,
-                        top_p: float | None = None) -> None:
+def check_sampling_args(
+    vocab_size: int, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> None:
     """Raise a ValueError for temperature <= 0, top_k outside 1..vocab_size or top_p outside (0, 1]."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 (use greedy=True for argmax decoding), got {temperature}")
@@ -39,8 +41,9 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None) -> torch.Tensor:
+def next_token_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """Turn last-position logits (B, V) into sampling probabilities: temperature, then top-k, then top-p."""
     logits = logits.float() / temperature
     if top_k is not None:
@@ -50,8 +53,14 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     return torch.softmax(logits, dim=-1)
 
 
-def pick_next(logits: torch.Tensor, greedy: bool = False, temperature: float = 1.0, top_k: int | None = None,
-              top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def pick_next(
+    logits: torch.Tensor,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Choose the next token (B, 1) from logits (B, V): argmax if greedy, else a draw from next_token_probs."""
     if greedy:
         return logits.argmax(dim=-1, keepdim=True)
@@ -59,8 +68,9 @@ def pick_next(logits: torch.Tensor, greedy: bool = False, temperature: float = 1
     return torch.multinomial(probs, 1, generator=generator)
 
 
-def _check_generate_args(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float,
-                         top_k: int | None, top_p: float | None) -> None:
+def _check_generate_args(
+    model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
     """Raise a ValueError for a bad prompt tensor, a negative length or bad sampling settings."""
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
@@ -71,9 +81,17 @@ def _check_generate_args(model: nn.Module, idx: torch.Tensor, max_new_tokens: in
         raise ValueError(f"token ids must be in 0..{model.cfg.vocab_size - 1}")
 
 
-def generate_steps(model: nn.Module, idx: torch.Tensor, max_new_tokens: int | None, greedy: bool = False,
-                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                   use_cache: bool = True, generator: torch.Generator | None = None):
+def generate_steps(
+    model: nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int | None,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+):
     """Check the arguments now, then return an iterator of (next token ids (B, 1), the logits used (B, V)).
 
     The iterator produces one step at a time, so a caller can show tokens as they come; max_new_tokens=None goes
@@ -100,7 +118,7 @@ def _steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_ca
                     logits, _ = model(idx[:, -block_size:], cache=cache)  # the prompt, once: (B, T) -> (B, T, V)
                 elif model.cache_length(cache) >= block_size:
                     cache = model.new_cache()  # full: rebuild from the last half window
-                    logits, _ = model(idx[:, -max(1, block_size // 2):], cache=cache)
+                    logits, _ = model(idx[:, -max(1, block_size // 2) :], cache=cache)
                 else:
                     logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token: (B, 1) -> (B, 1, V)
                 last = logits[:, -1, :]  # (B, V)
@@ -113,9 +131,18 @@ def _steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_ca
 
 
 @torch.no_grad()
-def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, greedy: bool = False, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-             generator: torch.Generator | None = None, return_logits: bool = False):
+def generate(
+    model: nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    return_logits: bool = False,
+):
     """Append max_new_tokens tokens to idx (B, T) and return (B, T + max_new_tokens) [and the logits used].
 
     Without the cache, every step runs the model on the last block_size tokens.
@@ -140,21 +167,23 @@ def _prompt_ids(model: nn.Module, tokenizer, prompt: str, seed: int | None):
     if not isinstance(prompt, str) or prompt == "":
         raise ValueError("the prompt must be a non-empty string")
     ids = tokenizer.encode(prompt)  # raises ValueError on characters outside the vocabulary
-    idx = torch.tensor([ids[-model.cfg.block_size:]], dtype=torch.long, device=next(model.parameters()).device)
+    idx = torch.tensor([ids[-model.cfg.block_size :]], dtype=torch.long, device=next(model.parameters()).device)
     generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
     return idx, generator
 
 
-def generate_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int, seed: int | None = None,
-                  **kwargs) -> str:
+def generate_text(
+    model: nn.Module, tokenizer, prompt: str, max_new_tokens: int, seed: int | None = None, **kwargs
+) -> str:
     """Continue a prompt string; a prompt longer than block_size is cropped to its last block_size characters."""
     idx, generator = _prompt_ids(model, tokenizer, prompt, seed)
     out = generate(model, idx, max_new_tokens, generator=generator, **kwargs)
-    return prompt + tokenizer.decode(out[0, idx.shape[1]:])
+    return prompt + tokenizer.decode(out[0, idx.shape[1] :])
 
 
-def stream_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int | None, seed: int | None = None,
-                **kwargs):
+def stream_text(
+    model: nn.Module, tokenizer, prompt: str, max_new_tokens: int | None, seed: int | None = None, **kwargs
+):
     """Continue a prompt like generate_text, but yield the new text one token (character) at a time.
 
     The prompt and the settings are checked at once (ValueError), before anything is generated; the pieces joined
@@ -222,8 +251,9 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model: nn.Module, src: torch.Tensor, beam: int = 4, alpha: float = 0.6, max_len: int = 40,
-                return_all: bool = False):
+def beam_search(
+    model: nn.Module, src: torch.Tensor, beam: int = 4, alpha: float = 0.6, max_len: int = 40, return_all: bool = False
+):
     """Batched beam search: keep the `beam` best hypotheses per sentence, ranked by log-prob / length_penalty.
 
     A hypothesis that produced <eos> is frozen (it extends only with <pad> at no cost) and keeps competing.
@@ -275,5 +305,5 @@ def strip_after_eos(ids: torch.Tensor) -> list[list[int]]:
     """(B, T) decoder output -> id lists without <eos> and what follows it."""
     out = []
     for row in ids.tolist():
-        out.append(row[:row.index(EOS_ID)] if EOS_ID in row else [i for i in row if i != PAD_ID])
+        out.append(row[: row.index(EOS_ID)] if EOS_ID in row else [i for i in row if i != PAD_ID])
     return out

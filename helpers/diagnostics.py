@@ -1,7 +1,8 @@
 """Training diagnostics: per-layer gradient norms and token similarity (introduced in 05_transformer_block)."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ def layer_grad_norms(layers: Iterable[nn.Module]) -> list[float]:
 
 
 def mean_token_cosine(h: torch.Tensor) -> float:
-    """Mean cosine similarity between the token vectors of each sequence in h (B, T, C); 1.0 means all tokens are equal."""
+    """Mean cosine similarity between the token vectors of each sequence in h (B, T, C); 1.0: all tokens equal."""
     if h.dim() != 3:
         raise ValueError(f"expected h of shape (B, T, C), got {tuple(h.shape)}")
     unit = nn.functional.normalize(h.detach().double(), dim=-1)

@@ -1,10 +1,11 @@
-"""Scoring models: language-model loss (06), BLEU from scratch and sacreBLEU (08), baselines to beat.
+"""Scoring models: language-model loss, BLEU from scratch, sacreBLEU, baselines (introduced in 06_char_gpt, 08).
 
 BLEU = BP * exp(mean over n=1..4 of log p_n), where p_n is the clipped n-gram precision over the whole corpus and
 BP = exp(1 - r / c) when the c hypothesis tokens are fewer than the r reference tokens (else 1).
 corpus_bleu takes tokens, so it equals sacreBLEU with tokenize="none" on the same tokens; sacrebleu_scores is the
 standard, comparable score (13a tokenizer, several references).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,20 +14,25 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from sacrebleu.metrics import BLEU, CHRF
 from torch import nn
 
 from helpers.datasets import Example, TranslationData, eval_windows, reference_streams, training_pairs
 from helpers.decoding import strip_after_eos
 from helpers.speedups import autocast
-from sacrebleu.metrics import BLEU, CHRF
-
 
 # ---------------------------------------------------------------- language-model loss (06_char_gpt)
 
 
 @torch.no_grad()
-def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 64,
-                max_windows: int | None = None, amp: bool = False) -> tuple[float, float]:
+def evaluate_lm(
+    model: nn.Module,
+    data: torch.Tensor,
+    block_size: int,
+    batch_size: int = 64,
+    max_windows: int | None = None,
+    amp: bool = False,
+) -> tuple[float, float]:
     """Mean cross-entropy (nats/token) over non-overlapping windows of data, and its standard error across windows."""
     was_training = model.training
     model.eval()
@@ -34,7 +40,7 @@ def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_siz
     per_window = []
     device = next(model.parameters()).device
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         with autocast(device, enabled=amp):
             logits, _ = model(xb)
         loss = F.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (B, V, T) -> (B, T)
@@ -51,12 +57,13 @@ def sequence_accuracy(pred: torch.Tensor, tgt: torch.Tensor) -> float:
     got = strip_after_eos(pred)
     return sum(g == w for g, w in zip(got, want)) / len(want)
 
+
 # ---------------------------------------------------------------- BLEU from scratch (08_translation)
 
 
 def ngrams(tokens: list[str], n: int) -> Counter:
     """Count the n-grams (as tuples) of a token list."""
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def clipped_matches(hyp: list[str], refs: list[list[str]], n: int) -> tuple[int, int]:
@@ -114,7 +121,7 @@ def corpus_bleu(hypotheses: list[list[str]], references: list[list[list[str]]], 
             precisions.append(0.0)
         elif m == 0:
             zeros += 1
-            precisions.append(100.0 / (2 ** zeros * t))
+            precisions.append(100.0 / (2**zeros * t))
         else:
             precisions.append(100.0 * m / t)
     if min(precisions) == 0.0:
@@ -132,8 +139,13 @@ def sacrebleu_scores(hypotheses: list[str], examples: list[Example]) -> dict:
     assert len(hypotheses) == len(examples) and all(len(s) == len(hypotheses) for s in streams)
     bleu, chrf = BLEU(), CHRF()
     b, c = bleu.corpus_score(hypotheses, streams), chrf.corpus_score(hypotheses, streams)
-    return {"bleu": b.score, "chrf": c.score, "bleu_signature": str(bleu.get_signature()),
-            "chrf_signature": str(chrf.get_signature()), "bleu_result": b}
+    return {
+        "bleu": b.score,
+        "chrf": c.score,
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+        "bleu_result": b,
+    }
 
 
 def most_frequent_baseline(examples_train: list[Example], n: int) -> list[str]:

@@ -1,4 +1,5 @@
-"""Toy tasks, a small encoder model and a seeded training harness for controlled ablations (introduced in 10_experiments)."""
+"""Toy tasks, a small encoder model and seeded runs for controlled ablations (introduced in 10_experiments)."""
+
 from __future__ import annotations
 
 import math
@@ -16,9 +17,14 @@ from helpers.utils import set_seed
 TASKS = ("sort", "sort_desc")
 
 
-def make_task_batch(task: str, batch: int, seq_len: int, n_symbols: int = 10,
-                    generator: torch.Generator | None = None,
-                    device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def make_task_batch(
+    task: str,
+    batch: int,
+    seq_len: int,
+    n_symbols: int = 10,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random digit sequences x (B, T) and their targets y (B, T): x sorted ascending ("sort") or descending.
 
     The digits are drawn on the CPU (the same batch on every device), then moved to `device` when one is given.
@@ -77,8 +83,14 @@ class ExperimentConfig:
 
     def transformer_config(self) -> TransformerConfig:
         """The TransformerConfig of the encoder stack."""
-        return TransformerConfig(d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
-                                 dropout=self.dropout, norm_first=self.norm_first)
+        return TransformerConfig(
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+            norm_first=self.norm_first,
+        )
 
 
 @dataclass
@@ -98,7 +110,7 @@ class ExperimentResult:
 
 
 def layerwise_lr_groups(model: ToyEncoder, lr: float, decay: float) -> list[dict]:
-    """Parameter groups with lr * decay^depth: the head gets lr, each block below one more factor, embeddings the least."""
+    """Parameter groups with lr * decay^depth: the head gets lr, each lower block one more factor, embeddings least."""
     blocks = list(model.encoder.layers)
     n = len(blocks)
     groups = [{"params": list(model.head.parameters()) + list(model.encoder.norm.parameters()), "lr": lr}]
@@ -134,8 +146,12 @@ def task_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     return {"loss": loss, "acc": correct.float().mean().item(), "seq_acc": correct.all(dim=1).float().mean().item()}
 
 
-def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_model: bool = False,
-                   device: torch.device | str | None = None) -> ExperimentResult:
+def run_experiment(
+    cfg: ExperimentConfig,
+    init_state: dict | None = None,
+    keep_model: bool = False,
+    device: torch.device | str | None = None,
+) -> ExperimentResult:
     """Train a ToyEncoder as cfg says (seeded) on `device` (default CPU) and return its loss curve and final metrics.
 
     The weights are initialised and every batch is drawn on the CPU with seeded generators, then moved to `device`,
@@ -163,20 +179,34 @@ def run_experiment(cfg: ExperimentConfig, init_state: dict | None = None, keep_m
         return train_x[idx], train_y[idx]
 
     # Linear warm-up, then the same rate to the end (min_lr_ratio=1.0); no clipping, as in the 2017 setups.
-    train_cfg = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                            min_lr_ratio=1.0, weight_decay=cfg.weight_decay, grad_clip=0.0, seed=cfg.seed)
+    train_cfg = TrainConfig(
+        max_steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        min_lr_ratio=1.0,
+        weight_decay=cfg.weight_decay,
+        grad_clip=0.0,
+        seed=cfg.seed,
+    )
     history = train(model, next_batch, task_loss, train_cfg, optimizer=optimizer)
     result = ExperimentResult(cfg, losses=history["loss"])
     fit_x, fit_y = (train_x, train_y) if train_x is not None else (val_x[:0], val_y[:0])
     train_eval = task_scores(model, fit_x, fit_y) if train_x is not None else None
     val = task_scores(model, val_x, val_y)
     tail = [v for v in result.losses[-20:] if math.isfinite(v)]
-    result.metrics = {"train_loss": train_eval["loss"] if train_eval else (sum(tail) / len(tail) if tail else math.inf),
-                      "val_loss": val["loss"], "val_acc": val["acc"], "val_seq_acc": val["seq_acc"]}
+    result.metrics = {
+        "train_loss": train_eval["loss"] if train_eval else (sum(tail) / len(tail) if tail else math.inf),
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+        "val_seq_acc": val["seq_acc"],
+    }
     if train_eval:
         result.metrics["train_acc"] = train_eval["acc"]
     for t in cfg.eval_lens:
-        x, y = make_task_batch(cfg.task, cfg.eval_size, t, cfg.n_symbols, torch.Generator().manual_seed(30_000 + t), device)
+        x, y = make_task_batch(
+            cfg.task, cfg.eval_size, t, cfg.n_symbols, torch.Generator().manual_seed(30_000 + t), device
+        )
         result.metrics[f"acc_T{t}"] = task_scores(model, x, y)["acc"]
     if keep_model:
         result.model = model

@@ -1,4 +1,5 @@
 """Feed-forward network, encoder and decoder blocks and their stacks (introduced in 05_transformer_block)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,7 +54,9 @@ class TransformerConfig:
 class FeedForward(nn.Module):
     """Position-wise feed-forward network: Linear(d_model, d_ff) -> activation -> dropout -> Linear(d_ff, d_model)."""
 
-    def __init__(self, d_model: int, d_ff: int | None = None, dropout: float = 0.0, activation: str = "gelu", bias: bool = True):
+    def __init__(
+        self, d_model: int, d_ff: int | None = None, dropout: float = 0.0, activation: str = "gelu", bias: bool = True
+    ):
         super().__init__()
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
@@ -100,8 +103,14 @@ class EncoderBlock(_Sublayers):
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-                need_weights: bool = False, cache: dict | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+        cache: dict | None = None,
+    ) -> torch.Tensor:
         """x: (B, T, C) -> (B, T, C); weights land in self.attn_weights["self"] when need_weights."""
 
         def attend(h):
@@ -125,9 +134,16 @@ class DecoderBlock(_Sublayers):
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None, causal: bool = True, need_weights: bool = False,
-                cache: dict | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        causal: bool = True,
+        need_weights: bool = False,
+        cache: dict | None = None,
+    ) -> torch.Tensor:
         """x: (B, T, C), memory: (B, S, C) -> (B, T, C); cache holds {"self": {...}, "cross": {...}} while decoding."""
         cache_self = cache.setdefault("self", {}) if cache is not None else None
         cache_cross = cache.setdefault("cross", {}) if cache is not None else None
@@ -155,7 +171,9 @@ class Encoder(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.layers = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias) if cfg.norm_first else nn.Identity()
+        self.norm = (
+            nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias) if cfg.norm_first else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False) -> torch.Tensor:
         """x: (B, S, C) -> (B, S, C)."""
@@ -170,11 +188,19 @@ class Decoder(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.layers = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias) if cfg.norm_first else nn.Identity()
+        self.norm = (
+            nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias) if cfg.norm_first else nn.Identity()
+        )
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None, need_weights: bool = False,
-                caches: list[dict] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+        caches: list[dict] | None = None,
+    ) -> torch.Tensor:
         """x: (B, T, C), memory: (B, S, C) -> (B, T, C); `caches` holds one dict per layer while decoding."""
         for i, layer in enumerate(self.layers):
             cache = caches[i] if caches is not None else None

@@ -1,4 +1,4 @@
-"""Measuring: one timer (warm-up, then the median of repeats), peak memory, a log-log slope, one CPU thread.
+"""One timer (warm-up, then the median), peak memory, log-log slopes, one thread (introduced in 03, 09_profiling).
 
 Timing: run the function a few times to warm up (allocator, thread pool, kernel selection), then time several
 repeats with time.perf_counter and report the median, which one slow outlier cannot move. On a GPU the clock
@@ -8,6 +8,7 @@ PyTorch's CPU allocator, each with its size and time stamp. Sorting them by time
 bytes held at every moment; the largest value is the peak the call added on top of what existed before it.
 Memory on CUDA: the caching allocator's own counters, torch.cuda.max_memory_allocated, after a reset.
 """
+
 from __future__ import annotations
 
 import contextlib

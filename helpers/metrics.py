@@ -1,4 +1,5 @@
 """Named metrics that notebooks record and run_all.py collects (introduced in 01_attention_by_hand)."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,13 @@ class MetricRecorder:
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"metric {name!r} is not finite: {value}")
-        self.metrics[name] = {"value": value, "unit": unit, "notebook": self.notebook, "mode": self.mode,
-                              "description": description}
+        self.metrics[name] = {
+            "value": value,
+            "unit": unit,
+            "notebook": self.notebook,
+            "mode": self.mode,
+            "description": description,
+        }
         atomic_write_text(self.path, json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
         return value
 
@@ -88,7 +94,12 @@ def write_results(mode: str) -> tuple[Path, Path]:
     metrics = collect_metrics(mode)
     out = artifacts_dir(mode)
     json_path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    lines = [f"# Results ({mode} mode)", "", "Written by `run_all.py` from the metrics the notebooks record.", "",
-             *results_table(metrics)]
+    lines = [
+        f"# Results ({mode} mode)",
+        "",
+        "Written by `run_all.py` from the metrics the notebooks record.",
+        "",
+        *results_table(metrics),
+    ]
     md_path = atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     return json_path, md_path

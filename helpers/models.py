@@ -1,8 +1,9 @@
-"""The course's two transformers, assembled from the blocks of 05: a decoder-only GPT (06) and an encoder-decoder (08).
+"""A decoder-only GPT and an encoder-decoder from the blocks of 05 (introduced in 06_char_gpt, 08_translation).
 
 Both share one interface: new_cache() / cache_length() for decoding with a KV cache, checkpoint() to write the
 course's one checkpoint layout (helpers.checkpoints), and from_checkpoint() to read it back.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import padding_mask
-from helpers.checkpoints import (CheckpointError, compact_state, first_line, full_precision, load_checkpoint,
-                                 make_checkpoint)
+from helpers.checkpoints import (
+    CheckpointError,
+    compact_state,
+    first_line,
+    full_precision,
+    load_checkpoint,
+    make_checkpoint,
+)
 from helpers.layers import Decoder, Encoder, EncoderBlock, TransformerConfig
 from helpers.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from helpers.tokenizers import PAD_ID, CharTokenizer
-
 
 # ---------------------------------------------------------------- a decoder-only GPT (06_char_gpt)
 
@@ -51,10 +57,19 @@ class GPTConfig:
 
     def block_config(self) -> TransformerConfig:
         """The TransformerConfig of one Pre-LN block with a GELU feed-forward network."""
-        return TransformerConfig(d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
-                                 dropout=self.dropout, attn_dropout=self.attn_dropout, ffn_dropout=self.ffn_dropout,
-                                 norm_first=True, activation="gelu", bias=self.bias,
-                                 use_sdpa=self.use_sdpa)
+        return TransformerConfig(
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+            attn_dropout=self.attn_dropout,
+            ffn_dropout=self.ffn_dropout,
+            norm_first=True,
+            activation="gelu",
+            bias=self.bias,
+            use_sdpa=self.use_sdpa,
+        )
 
 
 class GPTBlock(EncoderBlock):
@@ -109,8 +124,13 @@ class GPT(nn.Module):
             return 0
         return cache[0]["k"].shape[2]  # k: (B, H, T_cached, D)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list[dict] | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: list[dict] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> logits (B, T, vocab_size) and, given targets (B, T), the mean cross-entropy loss.
 
         With a cache (from new_cache), idx holds only the new tokens: their positions continue after the cached
@@ -120,8 +140,10 @@ class GPT(nn.Module):
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
         offset = self.cache_length(cache)
         if offset + idx.shape[1] > self.cfg.block_size:
-            raise ValueError(f"{offset + idx.shape[1]} positions exceed block_size={self.cfg.block_size}; "
-                             f"crop the context to the last {self.cfg.block_size} tokens")
+            raise ValueError(
+                f"{offset + idx.shape[1]} positions exceed block_size={self.cfg.block_size}; "
+                f"crop the context to the last {self.cfg.block_size} tokens"
+            )
         x = self.drop(self.pos_emb(self.tok_emb(idx), offset=offset))  # (B, T) -> (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, need_weights=need_weights, cache=None if cache is None else cache[i])
@@ -142,11 +164,12 @@ class GPT(nn.Module):
 
     def checkpoint(self, tokenizer: CharTokenizer, meta: dict | None = None) -> dict:
         """A "char-gpt" checkpoint: float16 weights (the tied head stored once), config, tokenizer and `meta`."""
-        return make_checkpoint("char-gpt", compact_state(self, skip=("lm_head.weight",)), self.config_dict(),
-                               tokenizer.to_dict(), meta)
+        return make_checkpoint(
+            "char-gpt", compact_state(self, skip=("lm_head.weight",)), self.config_dict(), tokenizer.to_dict(), meta
+        )
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> "GPT":
+    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> GPT:
         """Rebuild the model of a "char-gpt" checkpoint, in float32.
 
         Content that does not make a GPT (missing keys, a bad config, weights of the wrong shape) raises a
@@ -158,8 +181,9 @@ class GPT(nn.Module):
             state.setdefault("lm_head.weight", state["tok_emb.weight"])  # the tied head is stored once
             model.load_state_dict(state)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-            raise CheckpointError(f"{source or 'the checkpoint'} does not hold a usable char-GPT "
-                                  f"({first_line(err)})") from None
+            raise CheckpointError(
+                f"{source or 'the checkpoint'} does not hold a usable char-GPT ({first_line(err)})"
+            ) from None
         return model
 
 
@@ -175,8 +199,10 @@ def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path} does not hold a usable character tokenizer ({first_line(err)})") from None
     if tokenizer.vocab_size != model.cfg.vocab_size:
-        raise CheckpointError(f"{path} is inconsistent: its tokenizer has {tokenizer.vocab_size} characters, "
-                              f"its model {model.cfg.vocab_size}")
+        raise CheckpointError(
+            f"{path} is inconsistent: its tokenizer has {tokenizer.vocab_size} characters, "
+            f"its model {model.cfg.vocab_size}"
+        )
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer
@@ -204,13 +230,19 @@ class Seq2SeqConfig:
 
     def block_config(self, n_layers: int) -> TransformerConfig:
         """The helpers.layers configuration for a stack of n_layers blocks."""
-        return TransformerConfig(d_model=self.d_model, n_heads=self.n_heads, n_layers=n_layers, d_ff=self.d_ff,
-                                 dropout=self.dropout, norm_first=self.norm_first, use_sdpa=self.use_sdpa)
-
+        return TransformerConfig(
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=n_layers,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+            norm_first=self.norm_first,
+            use_sdpa=self.use_sdpa,
+        )
 
 
 class Seq2Seq(nn.Module):
-    """Embeddings * sqrt(d_model) + sinusoidal positions -> Encoder; Decoder with cross-attention -> vocabulary logits."""
+    """Embeddings * sqrt(d_model) + sinusoidal positions -> Encoder; Decoder with cross-attention -> logits."""
 
     def __init__(self, cfg: Seq2SeqConfig):
         super().__init__()
@@ -225,7 +257,7 @@ class Seq2Seq(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tgt_embed.weight
         for emb in (self.src_embed, self.tgt_embed):
-            nn.init.normal_(emb.weight, std=cfg.d_model ** -0.5)  # after the sqrt(d_model) scale: unit variance
+            nn.init.normal_(emb.weight, std=cfg.d_model**-0.5)  # after the sqrt(d_model) scale: unit variance
             with torch.no_grad():
                 emb.weight[PAD_ID].zero_()
 
@@ -249,16 +281,28 @@ class Seq2Seq(nn.Module):
             return 0
         return cache[0]["self"]["k"].shape[2]  # k: (B, H, T_cached, D)
 
-    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: list[dict] | None = None,
-               need_weights: bool = False) -> torch.Tensor:
+    def decode(
+        self,
+        tgt_in: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        cache: list[dict] | None = None,
+        need_weights: bool = False,
+    ) -> torch.Tensor:
         """tgt_in (B, T) -> logits (B, T, V); causal + target padding masks, cross-attention under src_mask.
 
         With a cache (from new_cache), tgt_in holds only the new tokens; their positions continue after the cached ones.
         """
         offset = self.cache_length(cache)
         tgt_mask = padding_mask(tgt_in, PAD_ID) if cache is None else None  # (B, 1, 1, T); the blocks add causality
-        h = self.decoder(self.embed(self.tgt_embed, tgt_in, offset), memory, tgt_mask=tgt_mask, memory_mask=src_mask,
-                         need_weights=need_weights, caches=cache)
+        h = self.decoder(
+            self.embed(self.tgt_embed, tgt_in, offset),
+            memory,
+            tgt_mask=tgt_mask,
+            memory_mask=src_mask,
+            need_weights=need_weights,
+            caches=cache,
+        )
         return self.lm_head(h)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -268,13 +312,12 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def cross_attention(self, src: torch.Tensor, tgt_in: torch.Tensor) -> list[torch.Tensor]:
-        """Per decoder layer, the cross-attention weights (B, H, T, S) for a teacher-forced target (on the model's device)."""
+        """Per decoder layer, the cross-attention weights (B, H, T, S) for a teacher-forced target."""
         device = self.lm_head.weight.device
         src, tgt_in = src.to(device), tgt_in.to(device)
         memory, src_mask = self.encode(src)
         self.decode(tgt_in, memory, src_mask, need_weights=True)
         return [layer.attn_weights["cross"] for layer in self.decoder.layers]
-
 
     def checkpoint(self, tokenizer: dict, meta: dict | None = None) -> dict:
         """A "translation" checkpoint: float16 weights (a tied head stored once), config, tokenizers and `meta`."""
@@ -282,8 +325,8 @@ class Seq2Seq(nn.Module):
         return make_checkpoint("translation", compact_state(self, skip=skip), asdict(self.cfg), tokenizer, meta)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> "Seq2Seq":
-        """Rebuild the model of a "translation" checkpoint, in float32 (a CheckpointError naming `source` if unusable)."""
+    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> Seq2Seq:
+        """Rebuild the model of a "translation" checkpoint in float32 (CheckpointError naming `source` if unusable)."""
         try:
             model = cls(Seq2SeqConfig(**ckpt["config"]))
             state = full_precision(ckpt["model"])
@@ -291,19 +334,27 @@ class Seq2Seq(nn.Module):
                 state.setdefault("lm_head.weight", state["tgt_embed.weight"])  # the tied head is stored once
             model.load_state_dict(state)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-            raise CheckpointError(f"{source or 'the checkpoint'} does not hold a usable translation model "
-                                  f"({first_line(err)})") from None
+            raise CheckpointError(
+                f"{source or 'the checkpoint'} does not hold a usable translation model ({first_line(err)})"
+            ) from None
         return model
 
 
-def seq2seq_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0,
-                 ignore_padding: bool = True) -> torch.Tensor:
+def seq2seq_loss(
+    logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0, ignore_padding: bool = True
+) -> torch.Tensor:
     """Mean token cross-entropy of logits (B, T, V) against tgt_out (B, T), skipping <pad> positions by default."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1),
-                           ignore_index=PAD_ID if ignore_padding else -100, label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        tgt_out.reshape(-1),
+        ignore_index=PAD_ID if ignore_padding else -100,
+        label_smoothing=label_smoothing,
+    )
 
 
-def translation_loss(model: Seq2Seq, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
+def translation_loss(
+    model: Seq2Seq, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0
+) -> torch.Tensor:
     """The teacher-forced loss of a batch (src, tgt), tgt = <bos> y_1 ... <eos>: predict tgt[1:] from tgt[:-1]."""
     src, tgt = batch
     return seq2seq_loss(model(src, tgt[:, :-1]), tgt[:, 1:], label_smoothing)

@@ -1,4 +1,5 @@
 """One place for figures: attention heatmaps and saving under artifacts/ (introduced in 01_attention_by_hand)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,22 +19,36 @@ def save_figure(fig: plt.Figure, name: str, mode: str = "full") -> Path:
     return path
 
 
-def plot_attention(weights, query_labels, key_labels, title: str, ax=None, annotate: bool | None = None,
-                   cbar: bool = True):
+def plot_attention(
+    weights, query_labels, key_labels, title: str, ax=None, annotate: bool | None = None, cbar: bool = True
+):
     """Draw a (T_q, T_k) attention matrix as a labelled heatmap: rows are queries, columns are keys."""
     weights = torch.as_tensor(weights).detach().float().cpu()
     if weights.dim() != 2:
         raise ValueError(f"plot_attention expects a (T_q, T_k) matrix, got shape {tuple(weights.shape)}")
     if weights.shape != (len(query_labels), len(key_labels)):
-        raise ValueError(f"weights of shape {tuple(weights.shape)} do not match {len(query_labels)} query labels "
-                         f"and {len(key_labels)} key labels")
+        raise ValueError(
+            f"weights of shape {tuple(weights.shape)} do not match {len(query_labels)} query labels "
+            f"and {len(key_labels)} key labels"
+        )
     if ax is None:
         size = max(3.0, 0.45 * len(key_labels) + 1.5)
         _, ax = plt.subplots(figsize=(size, max(2.5, 0.4 * len(query_labels) + 1.0)))
     annotate = len(key_labels) <= 10 if annotate is None else annotate
-    sns.heatmap(weights.numpy(), ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", square=False, cbar=cbar,
-                annot=annotate, fmt=".2f", annot_kws={"size": 7},
-                xticklabels=list(key_labels), yticklabels=list(query_labels))
+    sns.heatmap(
+        weights.numpy(),
+        ax=ax,
+        vmin=0.0,
+        vmax=1.0,
+        cmap="viridis",
+        square=False,
+        cbar=cbar,
+        annot=annotate,
+        fmt=".2f",
+        annot_kws={"size": 7},
+        xticklabels=list(key_labels),
+        yticklabels=list(query_labels),
+    )
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
     ax.set_title(title)

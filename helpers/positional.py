@@ -1,4 +1,5 @@
 """Positional encodings: sinusoidal and learned (introduced in 04_positional_encoding)."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Copy weights from PyTorch's reference modules into the course's own (introduced in 03_multi_head_attention)."""
+
 from __future__ import annotations
 
 import torch
@@ -9,13 +10,15 @@ def copy_mha_from_torch(ours: nn.Module, theirs: nn.MultiheadAttention) -> None:
     """Copy nn.MultiheadAttention's packed in_proj (3C, C) and out_proj into a helpers.attention.MultiHeadAttention."""
     c = theirs.embed_dim
     if ours.d_model != c or ours.n_heads != theirs.num_heads:
-        raise ValueError(f"sizes differ: ours d_model={ours.d_model}, n_heads={ours.n_heads}; "
-                         f"theirs embed_dim={c}, num_heads={theirs.num_heads}")
+        raise ValueError(
+            f"sizes differ: ours d_model={ours.d_model}, n_heads={ours.n_heads}; "
+            f"theirs embed_dim={c}, num_heads={theirs.num_heads}"
+        )
     with torch.no_grad():
         for i, proj in enumerate([ours.q_proj, ours.k_proj, ours.v_proj]):
-            proj.weight.copy_(theirs.in_proj_weight[i * c:(i + 1) * c])
+            proj.weight.copy_(theirs.in_proj_weight[i * c : (i + 1) * c])
             if proj.bias is not None:
-                proj.bias.copy_(theirs.in_proj_bias[i * c:(i + 1) * c])
+                proj.bias.copy_(theirs.in_proj_bias[i * c : (i + 1) * c])
         ours.out_proj.load_state_dict(theirs.out_proj.state_dict())
 
 

@@ -1,4 +1,4 @@
-"""Opt-in speed-ups: reduced-precision autocast, flushing denormal floats, and a cheaper dropout mask on CPU.
+"""Opt-in speed-ups: bf16 autocast, flushing denormals, a cheaper CPU dropout mask (introduced in 06, 09_profiling).
 
 The course's models are written plainly (nn.Dropout, float32). A training run switches these on by configuration
 (TrainConfig.amp, .flush_denormal, .fast_dropout); the full char-GPT run of notebook 06 uses all three, and notebook 09
@@ -12,6 +12,7 @@ measures what each one buys.
   to a multiple of 1/65536 (0.1 becomes 0.0999908...) and the kept outputs are scaled by 1 / (1 - rounded p).
   Other devices keep PyTorch's dropout, whose random numbers are drawn in parallel on the device.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import check_p
-
 
 # ---------------------------------------------------------------- reduced precision
 
@@ -65,7 +65,7 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, device: torch.devic
     check_p(p)
     n = math.prod(shape)
     # randint's range covers every int64 but one, so each of the four 16-bit lanes of a draw is uniform.
-    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
     lanes = words.view(torch.int16)[:n].view(shape)  # signed, uniform over -32768..32767
     return lanes >= -(_LEVELS // 2) + round(p * _LEVELS)
 

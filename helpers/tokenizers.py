@@ -1,7 +1,8 @@
-"""Tokenizers: characters for the GPT, words for the translator, and the special ids (introduced in 06_char_gpt).
+"""Character and word tokenizers, vocabularies and the special ids (introduced in 06_char_gpt, 08_translation).
 
 The special tokens and their ids are defined here once; every model, data set and decoder imports them from here.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,7 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         """Build the vocabulary from the sorted distinct characters of a text."""
         return cls(sorted(set(text)))
 
@@ -47,8 +48,10 @@ class CharTokenizer:
         """Turn a string into a list of ids; raise ValueError naming any character outside the vocabulary."""
         unknown = sorted(set(text) - self.stoi.keys())
         if unknown:
-            raise ValueError(f"characters outside the vocabulary: {unknown!r} (the vocabulary has {self.vocab_size} "
-                             f"characters, built from the training text)")
+            raise ValueError(
+                f"characters outside the vocabulary: {unknown!r} (the vocabulary has {self.vocab_size} "
+                f"characters, built from the training text)"
+            )
         return [self.stoi[c] for c in text]
 
     def decode(self, ids) -> str:
@@ -64,7 +67,7 @@ class CharTokenizer:
         return {"chars": "".join(self.chars)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CharTokenizer":
+    def from_dict(cls, d: dict) -> CharTokenizer:
         """Rebuild a tokenizer saved with to_dict."""
         return cls(list(d["chars"]))
 
@@ -95,7 +98,7 @@ def detokenize_fr(tokens: list[str]) -> str:
     """Join French tokens: "l'" and "-tu" attach to their neighbour, "!?:;" follow a space, ".," do not."""
     out = ""
     for tok in tokens:
-        glue = (not out or out.endswith("'") or tok in {".", ","} or (tok.startswith("-") and len(tok) > 1))
+        glue = not out or out.endswith("'") or tok in {".", ","} or (tok.startswith("-") and len(tok) > 1)
         out += tok if glue else " " + tok
     return out
 
@@ -117,7 +120,7 @@ class Tokenizer:
         toks = self.surface(text)
         return [t.lower() for t in toks] if self.lowercase else toks
 
-    def fit_truecase(self, texts: list[str]) -> "Tokenizer":
+    def fit_truecase(self, texts: list[str]) -> Tokenizer:
         """Learn the usual case of each word from non-initial positions (so "tom" -> "Tom", "je" stays "je")."""
         counts: dict[str, Counter] = defaultdict(Counter)
         for text in texts:
@@ -130,8 +133,9 @@ class Tokenizer:
         """Turn model tokens back into a sentence: usual case, capital first letter, French spacing."""
         if self.lowercase:
             tokens = [self.truecase.get(t, t) for t in tokens]
-        tokens = [t[:1].upper() + t[1:] if i == 0 or tokens[i - 1] in {".", "!", "?"} else t
-                  for i, t in enumerate(tokens)]  # a capital letter starts each sentence
+        tokens = [
+            t[:1].upper() + t[1:] if i == 0 or tokens[i - 1] in {".", "!", "?"} else t for i, t in enumerate(tokens)
+        ]  # a capital letter starts each sentence
         return detokenize_fr(tokens) if self.lang == "fr" else " ".join(tokens)
 
     def to_dict(self) -> dict:
@@ -139,7 +143,7 @@ class Tokenizer:
         return {"lang": self.lang, "lowercase": self.lowercase, "truecase": dict(self.truecase)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Tokenizer":
+    def from_dict(cls, d: dict) -> Tokenizer:
         """Inverse of to_dict."""
         return cls(d["lang"], d["lowercase"], dict(d["truecase"]))
 
@@ -157,10 +161,12 @@ class Vocab:
         self.stoi = {t: i for i, t in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, token_lists, min_freq: int = 1) -> "Vocab":
+    def build(cls, token_lists, min_freq: int = 1) -> Vocab:
         """Count tokens and keep those seen at least min_freq times (most frequent first, ties alphabetical)."""
         counts = Counter(t for toks in token_lists for t in toks)
-        kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in SPECIALS), key=lambda t: (-counts[t], t))
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_freq and t not in SPECIALS), key=lambda t: (-counts[t], t)
+        )
         return cls(list(SPECIALS) + kept)
 
     def __len__(self) -> int:
@@ -174,7 +180,7 @@ class Vocab:
     def decode(self, ids, strip_specials: bool = True) -> list[str]:
         """Map ids back to tokens, stopping at <eos> and dropping <pad>/<bos> when strip_specials."""
         out = []
-        for i in (ids.tolist() if torch.is_tensor(ids) else ids):
+        for i in ids.tolist() if torch.is_tensor(ids) else ids:
             if strip_specials and i == EOS_ID:
                 break
             if strip_specials and i in (PAD_ID, BOS_ID):

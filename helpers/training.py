@@ -1,4 +1,4 @@
-"""Training: AdamW, the warm-up + cosine schedule, one TrainConfig and one training step for every task.
+"""AdamW, warm-up + cosine, one TrainConfig and one training step for every task (introduced in 06_char_gpt).
 
 - train_step: one optimiser step (forward, loss, backward, clip, step, schedule), the same for the GPT (06),
   the translator (08) and the experiments (10);
@@ -6,6 +6,7 @@
 - Trainer: the char-GPT's runner around the same train_step (06): validation on the whole split, a time budget that
   fits the schedule to the machine, and a training state that resumes exactly after an interruption.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,9 @@ class TrainConfig:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """Warm-up + cosine from cfg, as a scheduler that multiplies each parameter group's learning rate."""
-    schedule = partial(warmup_cosine, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps,
-                       min_ratio=cfg.min_lr_ratio)
+    schedule = partial(
+        warmup_cosine, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, min_ratio=cfg.min_lr_ratio
+    )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
@@ -104,8 +106,9 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
     return model(x, y)[1]
 
 
-def train_step(model: nn.Module, micro_batches: list, loss_fn, optimizer: torch.optim.Optimizer, scheduler,
-               cfg: TrainConfig) -> float:
+def train_step(
+    model: nn.Module, micro_batches: list, loss_fn, optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig
+) -> float:
     """One optimiser step over the micro-batches; return their mean loss.
 
     For each micro-batch: loss_fn(model, batch), backward of loss / len(micro_batches) (so the gradients add up to
@@ -132,8 +135,15 @@ def train_step(model: nn.Module, micro_batches: list, loss_fn, optimizer: torch.
     return total / len(micro_batches)
 
 
-def train(model: nn.Module, next_batch, loss_fn, cfg: TrainConfig, evaluate=None,
-          optimizer: torch.optim.Optimizer | None = None, log=print) -> dict:
+def train(
+    model: nn.Module,
+    next_batch,
+    loss_fn,
+    cfg: TrainConfig,
+    evaluate=None,
+    optimizer: torch.optim.Optimizer | None = None,
+    log=print,
+) -> dict:
     """Train for cfg.max_steps steps (or until cfg.time_limit seconds of training); return the history.
 
     next_batch() gives one micro-batch (already on the model's device); loss_fn(model, batch) its loss.
@@ -159,8 +169,12 @@ def train(model: nn.Module, next_batch, loss_fn, cfg: TrainConfig, evaluate=None
         if evaluate is not None and (step % cfg.eval_interval == 0 or step == cfg.max_steps or out_of_time):
             since = history["evals"][-1]["step"] if history["evals"] else 0
             recent = history["loss"][since:]
-            row = {"step": step, "train_seconds": history["train_seconds"], "train_loss": sum(recent) / len(recent),
-                   **evaluate(step)}
+            row = {
+                "step": step,
+                "train_seconds": history["train_seconds"],
+                "train_loss": sum(recent) / len(recent),
+                **evaluate(step),
+            }
             history["evals"].append(row)
             log("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if out_of_time:
@@ -179,8 +193,15 @@ class Trainer:
     Trainer rebuilt from that checkpoint continues exactly as if it had never stopped.
     """
 
-    def __init__(self, model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainConfig,
-                 block_size: int, extra: dict | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: torch.Tensor,
+        val_data: torch.Tensor,
+        cfg: TrainConfig,
+        block_size: int,
+        extra: dict | None = None,
+    ):
         self.model, self.train_data, self.val_data, self.cfg = model, train_data, val_data, cfg
         self.block_size, self.extra = block_size, dict(extra or {})
         use_speedups(model, cfg)
@@ -219,19 +240,31 @@ class Trainer:
     def validate(self) -> dict:
         """Score the validation data, append a row to the log and return it (its time is not training time)."""
         t0 = time.perf_counter()
-        val_loss, val_se = evaluate_lm(self.model, self.val_data, self.block_size, self.cfg.eval_batch_size,
-                                       self.cfg.eval_windows)
+        val_loss, val_se = evaluate_lm(
+            self.model, self.val_data, self.block_size, self.cfg.eval_batch_size, self.cfg.eval_windows
+        )
         self.eval_seconds += time.perf_counter() - t0
         since = self.log[-1]["step"] if self.log else 0
         recent = self.losses[since:] or [float("nan")]  # the training steps since the previous evaluation
-        row = {"step": self.step, "train_seconds": round(self.train_seconds, 3), "lr": self.scheduler.get_last_lr()[0],
-               "train_loss": sum(recent) / len(recent), "val_loss": val_loss, "val_se": val_se,
-               "tokens": self.step * self.cfg.batch_size * self.cfg.grad_accum * self.block_size}
+        row = {
+            "step": self.step,
+            "train_seconds": round(self.train_seconds, 3),
+            "lr": self.scheduler.get_last_lr()[0],
+            "train_loss": sum(recent) / len(recent),
+            "val_loss": val_loss,
+            "val_se": val_se,
+            "tokens": self.step * self.cfg.batch_size * self.cfg.grad_accum * self.block_size,
+        }
         self.log.append(row)
         return row
 
-    def run(self, steps: int | None = None, checkpoint_path: Path | str | None = None, checkpoint_every: int = 0,
-            on_eval=None) -> list[dict]:
+    def run(
+        self,
+        steps: int | None = None,
+        checkpoint_path: Path | str | None = None,
+        checkpoint_every: int = 0,
+        on_eval=None,
+    ) -> list[dict]:
         """Train until max_steps (or `steps` more steps, or the time limit); validate on schedule; return the log.
 
         One line is printed per evaluation; on_eval(trainer, row) is called after each. Every checkpoint_every
@@ -245,8 +278,10 @@ class Trainer:
             loss = self.train_step()
             self.train_seconds += time.perf_counter() - t0
             if not math.isfinite(loss):
-                raise FloatingPointError(f"the training loss became {loss} at step {self.step}; the weights are "
-                                         f"those of the step before (lower lr or check the data)")
+                raise FloatingPointError(
+                    f"the training loss became {loss} at step {self.step}; the weights are "
+                    f"those of the step before (lower lr or check the data)"
+                )
             self._fit_to_budget()
             stop = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, stop)
             out_of_time = self.cfg.time_limit is not None and self.train_seconds >= self.cfg.time_limit
@@ -274,8 +309,12 @@ class Trainer:
         if budget is None:
             return
         if self.step == warmup // 2:
-            self._budget_fit = {"mark_step": self.step, "mark_seconds": self.train_seconds, "refit_step": None,
-                                "refits_left": _BUDGET_REFITS}
+            self._budget_fit = {
+                "mark_step": self.step,
+                "mark_seconds": self.train_seconds,
+                "refit_step": None,
+                "refits_left": _BUDGET_REFITS,
+            }
             return
         fit = self._budget_fit
         if fit is None or self.step not in (warmup, fit["refit_step"]):
@@ -286,15 +325,23 @@ class Trainer:
         self._schedule.keywords["total_steps"] = self.cfg.max_steps  # the scheduler reads it at every step
         left = fit.get("refits_left", 0) - (self.step != warmup)  # refits still to come after this fit
         refit_step = self.step + (self.cfg.max_steps - self.step) // (left + 1) if left > 0 else None
-        self._budget_fit = {"mark_step": self.step, "mark_seconds": self.train_seconds,
-                            "refit_step": refit_step if refit_step != self.step else None, "refits_left": left}
-        print(f"time budget {budget:.0f} s at {1000 * step_seconds:.0f} ms per step (step {self.step}): "
-              f"max_steps = {self.cfg.max_steps}")
+        self._budget_fit = {
+            "mark_step": self.step,
+            "mark_seconds": self.train_seconds,
+            "refit_step": refit_step if refit_step != self.step else None,
+            "refits_left": left,
+        }
+        print(
+            f"time budget {budget:.0f} s at {1000 * step_seconds:.0f} ms per step (step {self.step}): "
+            f"max_steps = {self.cfg.max_steps}"
+        )
 
     def _report(self, row: dict, on_eval) -> None:
         """Print one line per evaluation and call the user's hook."""
-        print(f"step {row['step']:>5} | {row['train_seconds']:7.1f} s | lr {row['lr']:.2e} | "
-              f"train {row['train_loss']:.4f} | val {row['val_loss']:.4f} ± {row['val_se']:.4f}")
+        print(
+            f"step {row['step']:>5} | {row['train_seconds']:7.1f} s | lr {row['lr']:.2e} | "
+            f"train {row['train_loss']:.4f} | val {row['val_loss']:.4f} ± {row['val_se']:.4f}"
+        )
         if on_eval is not None:
             on_eval(self, row)
 
@@ -304,12 +351,20 @@ class Trainer:
         "model": float32 weights; "config": the TrainConfig; "meta": optimiser, scheduler, step, RNG states, logs,
         the time-budget fit, and `extra` (whatever the caller keeps with the run, such as samples).
         """
-        meta = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "step": self.step,
-                "rng": {"torch": torch.get_rng_state(), "batches": self.generator.get_state()},
-                "block_size": self.block_size, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
-                "losses": list(self.losses), "log": [dict(r) for r in self.log],
-                "pending_marks": list(self._pending_marks),
-                "budget_fit": None if self._budget_fit is None else dict(self._budget_fit), "extra": self.extra}
+        meta = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "rng": {"torch": torch.get_rng_state(), "batches": self.generator.get_state()},
+            "block_size": self.block_size,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "losses": list(self.losses),
+            "log": [dict(r) for r in self.log],
+            "pending_marks": list(self._pending_marks),
+            "budget_fit": None if self._budget_fit is None else dict(self._budget_fit),
+            "extra": self.extra,
+        }
         return make_checkpoint("training-state", self.model.state_dict(), asdict(self.cfg), meta=meta)
 
     def load_state_dict(self, state: dict) -> None:
@@ -339,8 +394,13 @@ class Trainer:
         lines = [",".join(columns)] + [",".join(f"{r[c]}" for c in columns) for r in self.log]
         atomic_write_text(csv_path, "\n".join(lines) + "\n")
         if json_path is not None:
-            summary = {"train_config": asdict(self.cfg), "steps": self.step, "train_seconds": self.train_seconds,
-                       "eval_seconds": self.eval_seconds, "log": self.log}
+            summary = {
+                "train_config": asdict(self.cfg),
+                "steps": self.step,
+                "train_seconds": self.train_seconds,
+                "eval_seconds": self.eval_seconds,
+                "log": self.log,
+            }
             atomic_write_text(json_path, json.dumps(summary, indent=2) + "\n")
 
 

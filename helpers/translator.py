@@ -4,6 +4,7 @@ Translator wraps a Seq2Seq (helpers.models) with the word tokenizers and vocabul
 greedily or with beam search (helpers.decoding), repairs a generated <unk> through cross-attention, and saves and
 loads the course's checkpoint layout (helpers.checkpoints).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,24 +19,37 @@ from helpers.models import Seq2Seq
 from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, Vocab
 from helpers.utils import PROJECT_ROOT
 
-UNK_RULES = ("keep", "copy", "dictionary")  # a generated <unk>: left as is, the attended source word, or its translation
+UNK_RULES = (
+    "keep",
+    "copy",
+    "dictionary",
+)  # a generated <unk>: left as is, the attended source word, or its translation
 
 
 class Translator:
     """A trained Seq2Seq with its tokenizers and vocabularies: English sentences in, French sentences out."""
 
-    def __init__(self, model, src_tok: Tokenizer, tgt_tok: Tokenizer, src_vocab: Vocab, tgt_vocab: Vocab,
-                 dictionary: dict[str, str] | None = None, extra: dict | None = None):
+    def __init__(
+        self,
+        model,
+        src_tok: Tokenizer,
+        tgt_tok: Tokenizer,
+        src_vocab: Vocab,
+        tgt_vocab: Vocab,
+        dictionary: dict[str, str] | None = None,
+        extra: dict | None = None,
+    ):
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.dictionary = dict(dictionary or {})  # English word -> French word, for <unk> replacement
         self.extra = dict(extra or {})
 
     @classmethod
-    def from_data(cls, model, data: TranslationData, extra: dict | None = None) -> "Translator":
+    def from_data(cls, model, data: TranslationData, extra: dict | None = None) -> Translator:
         """Wrap a model trained on `data`, with the word dictionary of its training split."""
-        return cls(model, data.src_tok, data.tgt_tok, data.src_vocab, data.tgt_vocab, cooccurrence_dictionary(data),
-                   extra)
+        return cls(
+            model, data.src_tok, data.tgt_tok, data.src_vocab, data.tgt_vocab, cooccurrence_dictionary(data), extra
+        )
 
     def encode(self, sentences: list[str]) -> torch.Tensor:
         """English sentences -> (B, S) source ids ending with <eos>; unknown words become <unk>."""
@@ -47,25 +61,31 @@ class Translator:
         ids = [self.src_vocab.encode(self.src_tok(s), eos=True) for s in sentences]
         too_long = [i for i, s in enumerate(ids) if len(s) > self.model.cfg.max_len]
         if too_long:
-            raise ValueError(f"sentence {too_long[0]} has {len(ids[too_long[0]])} tokens; this model accepts at most "
-                             f"{self.model.cfg.max_len}")
+            raise ValueError(
+                f"sentence {too_long[0]} has {len(ids[too_long[0]])} tokens; this model accepts at most "
+                f"{self.model.cfg.max_len}"
+            )
         return pad_batch(ids)
 
-    def decode_ids(self, sentences: list[str], beam: int = 1, alpha: float = 0.6, max_len: int | None = None,
-                   batch_size: int = 256) -> list[list[int]]:
+    def decode_ids(
+        self, sentences: list[str], beam: int = 1, alpha: float = 0.6, max_len: int | None = None, batch_size: int = 256
+    ) -> list[list[int]]:
         """Greedy (beam=1) or beam-search output ids for each sentence, without <eos>."""
         max_len = max_len or self.model.cfg.max_len - 1
         out = []
         for start in range(0, len(sentences), batch_size):
-            src = self.encode(sentences[start:start + batch_size]).to(self.device)
+            src = self.encode(sentences[start : start + batch_size]).to(self.device)
             limit = min(max_len, 2 * src.shape[1] + 10)
-            ids = greedy_decode(self.model, src, limit) if beam == 1 else beam_search(self.model, src, beam, alpha, limit)
+            ids = (
+                greedy_decode(self.model, src, limit) if beam == 1 else beam_search(self.model, src, beam, alpha, limit)
+            )
             out.extend(strip_after_eos(ids))
         return out
 
     @torch.no_grad()
-    def copy_unknowns(self, sentences: list[str], outputs: list[list[int]], layer: int = -1,
-                      use_dictionary: bool = True) -> list[list[str]]:
+    def copy_unknowns(
+        self, sentences: list[str], outputs: list[list[int]], layer: int = -1, use_dictionary: bool = True
+    ) -> list[list[str]]:
         """Replace each generated <unk> with the source word that its cross-attention weighs most.
 
         The weights come from one teacher-forced pass over the output, averaged over heads of decoder `layer`;
@@ -105,8 +125,12 @@ class Translator:
 
     def tokenizer_dict(self) -> dict:
         """The tokenizers and vocabularies as plain values (the "tokenizer" part of the checkpoint)."""
-        return {"src_tok": self.src_tok.to_dict(), "tgt_tok": self.tgt_tok.to_dict(),
-                "src_vocab": list(self.src_vocab.itos), "tgt_vocab": list(self.tgt_vocab.itos)}
+        return {
+            "src_tok": self.src_tok.to_dict(),
+            "tgt_tok": self.tgt_tok.to_dict(),
+            "src_vocab": list(self.src_vocab.itos),
+            "tgt_vocab": list(self.tgt_vocab.itos),
+        }
 
     def checkpoint(self) -> dict:
         """Everything needed to translate again: float16 weights, config, tokenizers, vocabularies, the dictionary."""
@@ -117,7 +141,7 @@ class Translator:
         return save_checkpoint(self.checkpoint(), path)
 
     @classmethod
-    def load(cls, path: Path | str, device: torch.device | str | None = None) -> "Translator":
+    def load(cls, path: Path | str, device: torch.device | str | None = None) -> Translator:
         """Load a checkpoint written by save() (torch.load with weights_only=True) onto `device` (default CPU).
 
         Every problem with the file, including a checkpoint of another kind (such as notebook 06's char-GPT), is a
@@ -127,12 +151,21 @@ class Translator:
         model = Seq2Seq.from_checkpoint(ckpt, source=path)
         try:
             tok, meta = ckpt["tokenizer"], ckpt["meta"]
-            translator = cls(model, Tokenizer.from_dict(tok["src_tok"]), Tokenizer.from_dict(tok["tgt_tok"]),
-                             Vocab(tok["src_vocab"]), Vocab(tok["tgt_vocab"]), meta.get("dictionary", {}),
-                             meta.get("extra", {}))
+            translator = cls(
+                model,
+                Tokenizer.from_dict(tok["src_tok"]),
+                Tokenizer.from_dict(tok["tgt_tok"]),
+                Vocab(tok["src_vocab"]),
+                Vocab(tok["tgt_vocab"]),
+                meta.get("dictionary", {}),
+                meta.get("extra", {}),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{path} does not hold usable tokenizers ({first_line(err)})") from None
-        if len(translator.src_vocab) != model.cfg.src_vocab_size or len(translator.tgt_vocab) != model.cfg.tgt_vocab_size:
+        if (
+            len(translator.src_vocab) != model.cfg.src_vocab_size
+            or len(translator.tgt_vocab) != model.cfg.tgt_vocab_size
+        ):
             raise CheckpointError(f"{path} is inconsistent: its vocabularies do not match the model's sizes")
         if device is not None:
             translator.model.to(device)
@@ -149,8 +182,9 @@ def default_checkpoint() -> Path:
     return PROJECT_ROOT / "artifacts" / "checkpoints" / "translation.pt"
 
 
-def translate_with_checkpoint(sentences: list[str], checkpoint: Path | str | None = None, beam: int | None = None,
-              alpha: float | None = None) -> list[str]:
+def translate_with_checkpoint(
+    sentences: list[str], checkpoint: Path | str | None = None, beam: int | None = None, alpha: float | None = None
+) -> list[str]:
     """Load the saved translation checkpoint and translate English sentences (beam=1: greedy; None: the saved choice).
 
     >>> translate_with_checkpoint(["I am cold.", "Where is Tom?"])  # doctest: +SKIP

@@ -1,4 +1,5 @@
 """Paths, run mode, device selection, seeding, shape checks and atomic writes (introduced in 01_attention_by_hand)."""
+
 from __future__ import annotations
 
 import os
@@ -55,21 +56,28 @@ _announced: set[str] = set()
 def get_device(prefer: str | None = None) -> torch.device:
     """Pick the device: `prefer`, else $COURSE_DEVICE, else CUDA, then Apple MPS, then CPU."""
     choice = (prefer or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
-    available = {"cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-                 "cpu": True}
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        "cpu": True,
+    }
     if choice == "auto":
         return torch.device(next(kind for kind, present in available.items() if present))
     try:
         device = torch.device(choice)
     except RuntimeError:
-        raise ValueError(f"unknown device {choice!r} (from {'the argument' if prefer else DEVICE_ENV}); "
-                         f"use cpu, cuda, cuda:N, mps or auto") from None
+        raise ValueError(
+            f"unknown device {choice!r} (from {'the argument' if prefer else DEVICE_ENV}); "
+            f"use cpu, cuda, cuda:N, mps or auto"
+        ) from None
     if not available.get(device.type, False):
-        raise ValueError(f"device {choice!r} was asked for, but this machine has no {device.type.upper()} device; "
-                         f"use cpu or auto")
+        raise ValueError(
+            f"device {choice!r} was asked for, but this machine has no {device.type.upper()} device; use cpu or auto"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {choice!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ValueError(
+            f"device {choice!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return device
 
 
@@ -117,7 +125,7 @@ def remove_stale_temporaries(path: Path | str) -> list[Path]:
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
         if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

@@ -6,14 +6,15 @@ It starts from the defaults of GPTConfig and TrainConfig (not from notebook 06's
 06's full run switched on (amp, flush_denormal, fast_dropout), evaluations once a minute, and the JSON overrides.
 The logs in artifacts/tuning/ are the runs that chose notebook 06's full settings (see its README.md).
 """
+
 import json
 import sys
 import time
 
 import torch
 
-from helpers.models import GPT, GPTConfig
 from helpers.datasets import load_dataset
+from helpers.models import GPT, GPTConfig
 from helpers.training import TrainConfig, Trainer
 
 spec = json.loads(sys.argv[1])
@@ -22,8 +23,15 @@ ds = load_dataset()
 torch.manual_seed(seed)
 model = GPT(GPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
 print(f"params {model.num_params():,}", flush=True)
-cfg = TrainConfig(amp=True, flush_denormal=True, fast_dropout=True, eval_interval=100_000, eval_at_seconds=list(range(60, 601, 60)), seed=seed,
-                  **spec["train"])
+cfg = TrainConfig(
+    amp=True,
+    flush_denormal=True,
+    fast_dropout=True,
+    eval_interval=100_000,
+    eval_at_seconds=list(range(60, 601, 60)),
+    seed=seed,
+    **spec["train"],
+)
 trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
 t0 = time.time()
 trainer.run()

@@ -1,4 +1,5 @@
 """Small models and data that several test files build."""
+
 import itertools
 
 import torch
@@ -26,8 +27,17 @@ def write_tsv(tmp_path):
 
 def tiny_seq2seq(**kw):
     """A seeded float64 encoder-decoder with 13 source and 11 target ids, in eval mode."""
-    base = dict(src_vocab_size=13, tgt_vocab_size=11, d_model=16, n_heads=2, n_enc_layers=2, n_dec_layers=2, d_ff=32,
-                dropout=0.0, max_len=24)
+    base = dict(
+        src_vocab_size=13,
+        tgt_vocab_size=11,
+        d_model=16,
+        n_heads=2,
+        n_enc_layers=2,
+        n_dec_layers=2,
+        d_ff=32,
+        dropout=0.0,
+        max_len=24,
+    )
     base.update(kw)
     torch.manual_seed(0)
     return Seq2Seq(Seq2SeqConfig(**base)).double().eval()
@@ -41,7 +51,10 @@ def brute_force_best(model, src, max_len, alpha):
             for words in itertools.product([4, 5], repeat=n):
                 seq = list(words) + [EOS_ID]
                 logp = torch.log_softmax(model(src, torch.tensor([[BOS_ID] + seq[:-1]])), -1)[0]
-                score = sum(logp[i, t].item() for i, t in enumerate(seq)) / length_penalty(torch.tensor(len(seq)), alpha).item()
+                score = (
+                    sum(logp[i, t].item() for i, t in enumerate(seq))
+                    / length_penalty(torch.tensor(len(seq)), alpha).item()
+                )
                 if score > best_score:
                     best, best_score = seq[:-1], score
     return best, best_score

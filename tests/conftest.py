@@ -1,9 +1,9 @@
 """Shared fixtures for the test suite."""
+
 import pytest
 import torch
 
 from builders import write_tsv
-
 
 # The tests use tiny tensors: one thread avoids the thread start-up and contention costs that dominate them.
 torch.set_num_threads(1)

@@ -1,4 +1,5 @@
 """Build small fake notebooks for the tests of run_all.py."""
+
 import nbformat
 
 

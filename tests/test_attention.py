@@ -1,11 +1,12 @@
 """Scaled dot-product attention, masks and multi-head attention against PyTorch's references."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.reference import copy_mha_from_torch as copy_mha
 from helpers.attention import MultiHeadAttention, add_causal, causal_mask, padding_mask, scaled_dot_product_attention
+from helpers.reference import copy_mha_from_torch as copy_mha
 
 D64 = dict(dtype=torch.float64)
 
@@ -32,7 +33,7 @@ def test_hand_computed_example():
     k = torch.tensor([[1.0, 0.0], [0.0, 1.0]], **D64)
     v = torch.tensor([[1.0, 2.0], [3.0, 4.0]], **D64)
     out, w = scaled_dot_product_attention(q, k, v)
-    s = torch.tensor([1.0, 0.0], **D64) / 2 ** 0.5
+    s = torch.tensor([1.0, 0.0], **D64) / 2**0.5
     expected_w = torch.exp(s) / torch.exp(s).sum()
     torch.testing.assert_close(w[0], expected_w)
     torch.testing.assert_close(out[0], expected_w @ v)
@@ -41,10 +42,12 @@ def test_hand_computed_example():
 @pytest.mark.parametrize("kind", ["none", "bool", "additive", "causal"])
 def test_matches_torch_sdpa(kind):
     q, k, v = qkv(tq=6, tk=6)
-    mask = {"none": None,
-            "bool": torch.rand(2, 1, 6, 6) > 0.3,
-            "additive": torch.randn(2, 3, 6, 6, **D64),
-            "causal": causal_mask(6)}[kind]
+    mask = {
+        "none": None,
+        "bool": torch.rand(2, 1, 6, 6) > 0.3,
+        "additive": torch.randn(2, 3, 6, 6, **D64),
+        "causal": causal_mask(6),
+    }[kind]
     if kind == "bool":
         mask[..., 0] = True  # keep at least one key per query: PyTorch gives NaN for fully masked rows
     ours, _ = scaled_dot_product_attention(q, k, v, mask=mask)
@@ -103,12 +106,15 @@ def test_fully_masked_row_gives_zeros_not_nan(additive):
     assert torch.isfinite(q.grad).all()
 
 
-@pytest.mark.parametrize("shapes, message", [
-    (((2, 5, 8), (2, 7, 6), (2, 7, 8)), "last dimension"),
-    (((2, 5, 8), (2, 7, 8), (2, 6, 8)), "same number of keys"),
-    (((2, 5, 8), (3, 7, 8), (3, 7, 8)), "batch dimensions"),
-    (((5, 8), (2, 7, 8), (2, 7, 8)), "same number of dimensions"),
-])
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        (((2, 5, 8), (2, 7, 6), (2, 7, 8)), "last dimension"),
+        (((2, 5, 8), (2, 7, 8), (2, 6, 8)), "same number of keys"),
+        (((2, 5, 8), (3, 7, 8), (3, 7, 8)), "batch dimensions"),
+        (((5, 8), (2, 7, 8), (2, 7, 8)), "same number of dimensions"),
+    ],
+)
 def test_bad_shapes_raise_value_error_naming_them(shapes, message):
     q, k, v = (torch.randn(*s) for s in shapes)
     with pytest.raises(ValueError, match=message) as info:
@@ -134,6 +140,7 @@ def test_dropout_changes_output_only_when_positive():
 
 
 # ---- multi-head attention ----
+
 
 def make_pair(d_model=16, n_heads=4):
     ref = nn.MultiheadAttention(d_model, n_heads, batch_first=True, dtype=torch.float64)
@@ -172,11 +179,18 @@ def test_sdpa_fast_path_equals_from_scratch(case):
     x = torch.randn(2, 6, 16, **D64)
     tokens = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
     pad = padding_mask(tokens, 0)
-    kwargs = {"none": {}, "causal": {"causal": True}, "padding": {"mask": pad},
-              "padding+causal": {"mask": pad, "causal": True},
-              "fully_masked": {"mask": torch.zeros(2, 1, 6, 6, dtype=torch.bool).index_fill(-1, torch.tensor([0]), True)
-                               .index_fill(-2, torch.tensor([2]), False)},
-              "additive": {"mask": torch.randn(2, 4, 6, 6, **D64), "causal": True}}[case]
+    kwargs = {
+        "none": {},
+        "causal": {"causal": True},
+        "padding": {"mask": pad},
+        "padding+causal": {"mask": pad, "causal": True},
+        "fully_masked": {
+            "mask": torch.zeros(2, 1, 6, 6, dtype=torch.bool)
+            .index_fill(-1, torch.tensor([0]), True)
+            .index_fill(-2, torch.tensor([2]), False)
+        },
+        "additive": {"mask": torch.randn(2, 4, 6, 6, **D64), "causal": True},
+    }[case]
     torch.testing.assert_close(fast(x, **kwargs)[0], slow(x, **kwargs)[0], rtol=1e-10, atol=1e-12)
 
 
@@ -188,7 +202,7 @@ def test_kv_cache_gives_same_output_as_full_causal_pass():
     first, _ = mha(x[:, :3], causal=True, cache=cache)
     steps.append(first)
     for t in range(3, 7):
-        out, _ = mha(x[:, t:t + 1], causal=True, cache=cache)
+        out, _ = mha(x[:, t : t + 1], causal=True, cache=cache)
         steps.append(out)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-10, atol=1e-12)
     assert cache["k"].shape == (2, 4, 7, 4)

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from helpers.attention_variants import (LinearMultiHeadAttention, linear_attention, linear_attention_quadratic, use_linear_attention)
+from helpers.attention_variants import (
+    LinearMultiHeadAttention,
+    linear_attention,
+    linear_attention_quadratic,
+    use_linear_attention,
+)
 from helpers.layers import EncoderBlock, TransformerConfig
 
 D64 = dict(dtype=torch.float64)

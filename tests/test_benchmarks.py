@@ -3,26 +3,18 @@
 import pytest
 import torch
 
-from helpers.benchmarks import (GRULanguageModel, ProfileSettings, attention_fn, benchmark_attention, count_params, make_qkv, training_step_fn)
+from helpers.benchmarks import (
+    GRULanguageModel,
+    ProfileSettings,
+    attention_fn,
+    benchmark_attention,
+    count_params,
+    make_qkv,
+    training_step_fn,
+)
 from helpers.measure import peak_memory_bytes
 
 D64 = dict(dtype=torch.float64)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def test_naive_attention_needs_far_more_memory_than_sdpa_at_long_sequences():
@@ -39,10 +31,6 @@ def test_attention_methods_agree_where_they_should():
     assert attention_fn("linear")(q, k, v).shape == q.shape
     with pytest.raises(ValueError):
         attention_fn("flash")
-
-
-
-
 
 
 def test_benchmark_attention_returns_positive_figures():
@@ -69,4 +57,3 @@ def test_profile_settings_quick_is_smaller():
     full, quick = ProfileSettings.for_mode("full"), ProfileSettings.for_mode("quick")
     assert max(quick.seq_lens) < max(full.seq_lens) and 2048 in full.seq_lens and 1024 in full.seq_lens
     assert all(full.d_model % h == 0 for h in full.head_counts)
-

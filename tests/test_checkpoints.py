@@ -1,11 +1,11 @@
 """helpers.checkpoints: one layout, atomic save that skips unchanged files, safe load, 16-bit weights."""
-import torch
 
 import pytest
+import torch
 
+from builders import tiny_seq2seq
 from helpers.checkpoints import average_states, load_checkpoint, save_checkpoint
 from helpers.models import Seq2Seq
-from builders import tiny_seq2seq
 
 
 def test_average_states_is_the_mean():

@@ -1,4 +1,5 @@
 """Tiny Shakespeare loader, character tokenizer, split and batches."""
+
 import urllib.error
 import urllib.request
 
@@ -6,12 +7,23 @@ import pytest
 import torch
 
 from helpers.data import DataUnavailableError
-from helpers.datasets import eval_windows, get_batch, load_dataset, load_text, split_data
-from helpers.tokenizers import CharTokenizer
-from helpers.datasets import (Pair, group_by_english, load_pairs, prepare_data, split_examples,
-                              synthetic_batch, training_pairs)
+from helpers.datasets import (
+    Pair,
+    eval_windows,
+    get_batch,
+    group_by_english,
+    load_dataset,
+    load_pairs,
+    load_text,
+    prepare_data,
+    split_data,
+    split_examples,
+    synthetic_batch,
+    training_pairs,
+)
 from helpers.decoding import strip_after_eos
 from helpers.evaluation import sequence_accuracy
+from helpers.tokenizers import CharTokenizer
 
 
 def test_tokenizer_round_trip_and_vocabulary():
@@ -41,7 +53,7 @@ def test_real_data_split_is_90_10():
     assert ds.tokenizer.vocab_size == 65
     assert len(ds.train) == 1_003_854 and len(ds.train) + len(ds.val) == len(ds.text)
     assert ds.tokenizer.decode(ds.train[:14]) == "First Citizen:"
-    assert ds.tokenizer.decode(ds.val[-len(ds.text) + len(ds.train):][:5]) == ds.text[1_003_854:1_003_859]
+    assert ds.tokenizer.decode(ds.val[-len(ds.text) + len(ds.train) :][:5]) == ds.text[1_003_854:1_003_859]
 
 
 def test_split_data_fraction():

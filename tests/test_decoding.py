@@ -1,13 +1,23 @@
 """Sampling strategies, input validation and the KV cache."""
+
 import pytest
 import torch
 
-from helpers.decoding import (check_sampling_args, generate, generate_text, next_token_probs, pick_next, top_k_filter, top_p_filter)
-from helpers.models import GPT, GPTConfig
-from helpers.tokenizers import CharTokenizer
 from builders import brute_force_best, tiny_seq2seq
-from helpers.decoding import beam_search, greedy_decode, strip_after_eos
-from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from helpers.decoding import (
+    beam_search,
+    check_sampling_args,
+    generate,
+    generate_text,
+    greedy_decode,
+    next_token_probs,
+    pick_next,
+    strip_after_eos,
+    top_k_filter,
+    top_p_filter,
+)
+from helpers.models import GPT, GPTConfig
+from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharTokenizer
 
 TEXT = "to be or not to be, that is the question\n"
 
@@ -86,8 +96,14 @@ def test_bad_inputs_raise_value_error(model, tok):
         generate_text(model, tok, "", 5)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         generate_text(model, tok, "ROMEO!", 5)
-    for kwargs in [dict(temperature=0.0), dict(temperature=-1.0), dict(top_k=0),
-                   dict(top_k=model.cfg.vocab_size + 1), dict(top_p=0.0), dict(top_p=1.5)]:
+    for kwargs in [
+        dict(temperature=0.0),
+        dict(temperature=-1.0),
+        dict(top_k=0),
+        dict(top_k=model.cfg.vocab_size + 1),
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+    ]:
         with pytest.raises(ValueError):
             generate_text(model, tok, "to", 5, **kwargs)
     with pytest.raises(ValueError, match="max_new_tokens"):
@@ -104,8 +120,9 @@ def test_long_prompt_is_cropped_to_block_size(model, tok):
     assert out == prompt + generate_text(model, tok, prompt[-24:], 10, greedy=True)[24:]
 
 
-@pytest.mark.parametrize("kwargs", [dict(greedy=True), dict(temperature=0.8, top_k=5, top_p=0.9, seed=4),
-                                    dict(seed=1, use_cache=False)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(greedy=True), dict(temperature=0.8, top_k=5, top_p=0.9, seed=4), dict(seed=1, use_cache=False)]
+)
 def test_streamed_text_equals_generate_text(model, tok, kwargs):
     from helpers.decoding import stream_text
 

@@ -1,4 +1,5 @@
 """helpers.diagnostics: gradient norms per layer and token similarity."""
+
 import matplotlib
 
 matplotlib.use("Agg")

@@ -1,4 +1,5 @@
 """Helpers added for notebooks 03–05: timing, weight copying from PyTorch, gradient diagnostics, block diagrams."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,18 +11,6 @@ import torch
 from helpers.diagrams import draw_decoder_block, draw_encoder_block
 
 D64 = dict(dtype=torch.float64)
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _labels_bottom_to_top(ax, names):

@@ -1,14 +1,20 @@
 """From-scratch corpus BLEU against sacreBLEU (tokenize="none"), with several references per sentence."""
+
 import math
 import random
 
 import pytest
 from sacrebleu.metrics import BLEU
 
-from helpers.evaluation import clipped_matches, closest_ref_length, corpus_bleu, ngrams
-from helpers.datasets import Example, reference_streams
-from helpers.datasets import (Pair, prepare_data)
-from helpers.evaluation import cooccurrence_dictionary, word_by_word_baseline
+from helpers.datasets import Example, Pair, prepare_data, reference_streams
+from helpers.evaluation import (
+    clipped_matches,
+    closest_ref_length,
+    cooccurrence_dictionary,
+    corpus_bleu,
+    ngrams,
+    word_by_word_baseline,
+)
 
 
 def sacre(hyps, refs):
@@ -71,8 +77,15 @@ def test_empty_string_reference_would_change_the_brevity_penalty():
 
 
 def test_word_by_word_baseline_uses_training_cooccurrences():
-    pairs = [Pair(en, fr, "") for en, fr in [("Where is Tom?", "Où est Tom ?"), ("Where are you?", "Où es-tu ?"),
-                                             ("Tom runs.", "Tom court."), ("Are you cold?", "As-tu froid ?")]]
+    pairs = [
+        Pair(en, fr, "")
+        for en, fr in [
+            ("Where is Tom?", "Où est Tom ?"),
+            ("Where are you?", "Où es-tu ?"),
+            ("Tom runs.", "Tom court."),
+            ("Are you cold?", "As-tu froid ?"),
+        ]
+    ]
     data = prepare_data(pairs, fractions=(1.0, 0.0, 0.0))
     assert cooccurrence_dictionary(data)["where"] == "où"
     assert word_by_word_baseline(data, ["Where is Tom?"]) == ["Où est Tom ?"]

@@ -1,8 +1,17 @@
 """Experiment helpers: the toy task generator, the toy encoder, layer-wise learning rates and a tiny seeded run."""
+
 import pytest
 import torch
 
-from helpers.experiments import (ExperimentConfig, ToyEncoder, layerwise_lr_groups, make_task_batch, run_experiment, run_seeds, summarize)
+from helpers.experiments import (
+    ExperimentConfig,
+    ToyEncoder,
+    layerwise_lr_groups,
+    make_task_batch,
+    run_experiment,
+    run_seeds,
+    summarize,
+)
 from helpers.layers import TransformerConfig
 
 
@@ -46,8 +55,9 @@ def test_layerwise_lr_groups_decay_from_the_head_down():
 
 
 def test_tiny_experiment_learns_and_is_reproducible():
-    cfg = ExperimentConfig(seq_len=5, d_model=32, n_heads=2, steps=120, batch_size=32, lr=3e-3, eval_size=200,
-                           eval_lens=(5, 7))
+    cfg = ExperimentConfig(
+        seq_len=5, d_model=32, n_heads=2, steps=120, batch_size=32, lr=3e-3, eval_size=200, eval_lens=(5, 7)
+    )
     first, again = run_experiment(cfg), run_experiment(cfg)
     assert first.losses == again.losses and first.metrics == again.metrics
     assert sum(first.losses[-10:]) / 10 < 0.6 * sum(first.losses[:10]) / 10
@@ -64,6 +74,7 @@ def test_fixed_training_set_reports_train_accuracy_and_seeds_differ():
 
 
 def test_divergence_is_detected():
-    cfg = ExperimentConfig(seq_len=4, d_model=16, n_heads=2, steps=20, batch_size=16, lr=50.0, eval_size=50,
-                           norm_first=False, n_layers=2)
+    cfg = ExperimentConfig(
+        seq_len=4, d_model=16, n_heads=2, steps=20, batch_size=16, lr=50.0, eval_size=50, norm_first=False, n_layers=2
+    )
     assert run_experiment(cfg).diverged

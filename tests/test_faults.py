@@ -3,6 +3,7 @@
 Bad checkpoints and bad options for the command-line tools, failing and interrupted notebooks, truncated downloads,
 killed saves and bad model settings. Each test checks the message a user sees and that no committed result changed.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -22,13 +23,13 @@ import pytest
 import torch
 
 import helpers.data as data
+from fake_course import make_notebook
 from helpers.attention import MultiHeadAttention, scaled_dot_product_attention
+from helpers.checkpoints import load_checkpoint, save_checkpoint
 from helpers.decoding import generate_text
 from helpers.layers import TransformerConfig
 from helpers.models import GPT, GPTConfig
 from helpers.tokenizers import CharTokenizer
-from helpers.checkpoints import load_checkpoint, save_checkpoint
-from fake_course import make_notebook
 from helpers.utils import PROJECT_ROOT
 
 # ---- command-line tools: bad checkpoints, bad options, streams -------------------------------------------------
@@ -55,10 +56,17 @@ def _tiny_translation_checkpoint(path):
     torch.manual_seed(0)
     src = Vocab(list(SPECIALS) + ["i", "am", "cold", ".", "where", "is", "tom", "?"])
     tgt = Vocab(list(SPECIALS) + ["j'", "ai", "froid", ".", "où", "est", "tom", "?"])
-    cfg = Seq2SeqConfig(len(src), len(tgt), d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=32,
-                        dropout=0.0, max_len=16)
-    tr = Translator(Seq2Seq(cfg), Tokenizer("en"), Tokenizer("fr").fit_truecase(["J'ai froid."]), src, tgt,
-                    extra={"decoding": {"beam": 2, "alpha": 0.6, "unk": "keep"}})
+    cfg = Seq2SeqConfig(
+        len(src), len(tgt), d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=32, dropout=0.0, max_len=16
+    )
+    tr = Translator(
+        Seq2Seq(cfg),
+        Tokenizer("en"),
+        Tokenizer("fr").fit_truecase(["J'ai froid."]),
+        src,
+        tgt,
+        extra={"decoding": {"beam": 2, "alpha": 0.6, "unk": "keep"}},
+    )
     return tr.save(path)
 
 
@@ -76,13 +84,20 @@ class _RunsACommand:
 def cli_files(tmp_path_factory):
     """Good tiny checkpoints of both kinds and one bad checkpoint of each kind of fault."""
     d = tmp_path_factory.mktemp("cli")
-    files = {"gpt": _tiny_gpt_checkpoint(d / "tiny_gpt.pt"), "translation": _tiny_translation_checkpoint(d / "tiny_tr.pt"),
-             "missing": d / "no_such.pt", "empty": d / "empty.pt", "truncated": d / "truncated.pt",
-             "garbage": d / "garbage.pt", "directory": d / "a_folder.pt", "refused": d / "refused.pt",
-             "marker": d / "code_ran"}
+    files = {
+        "gpt": _tiny_gpt_checkpoint(d / "tiny_gpt.pt"),
+        "translation": _tiny_translation_checkpoint(d / "tiny_tr.pt"),
+        "missing": d / "no_such.pt",
+        "empty": d / "empty.pt",
+        "truncated": d / "truncated.pt",
+        "garbage": d / "garbage.pt",
+        "directory": d / "a_folder.pt",
+        "refused": d / "refused.pt",
+        "marker": d / "code_ran",
+    }
     files["empty"].write_bytes(b"")
     real = (_REAL / "char_gpt.pt").read_bytes()  # read, never written
-    files["truncated"].write_bytes(real[:len(real) // 2])
+    files["truncated"].write_bytes(real[: len(real) // 2])
     files["garbage"].write_bytes(random.Random(0).randbytes(4096))
     files["directory"].mkdir()
     torch.save({"model": _RunsACommand(files["marker"])}, files["refused"])
@@ -91,8 +106,15 @@ def cli_files(tmp_path_factory):
 
 def _run_tool(*args, stdin=None, timeout=60):
     env = {**os.environ, "COURSE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, *map(str, args)], cwd=PROJECT_ROOT, input=stdin, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=PROJECT_ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _assert_clean_error(res, *needles):
@@ -106,8 +128,12 @@ def _assert_clean_error(res, *needles):
 
 
 _BAD_CHECKPOINTS = {  # fault -> what the message must say (besides the file name)
-    "missing": "does not exist", "empty": "is empty", "truncated": "truncated or damaged",
-    "garbage": "not a PyTorch checkpoint", "directory": "is a directory", "refused": "refused by the safe loader",
+    "missing": "does not exist",
+    "empty": "is empty",
+    "truncated": "truncated or damaged",
+    "garbage": "not a PyTorch checkpoint",
+    "directory": "is a directory",
+    "refused": "refused by the safe loader",
 }
 
 
@@ -123,11 +149,17 @@ def test_a_bad_checkpoint_is_a_clear_error_naming_the_file(cli_files, tool, faul
 
 def test_each_tool_names_the_kind_of_the_other_tools_checkpoint(cli_files):
     res = _run_tool("sample.py", "--checkpoint", "artifacts/checkpoints/translation.pt")
-    _assert_clean_error(res, "artifacts/checkpoints/translation.pt is a translation checkpoint (from notebook 08), "
-                             "not a char-GPT checkpoint (from notebook 06)")
+    _assert_clean_error(
+        res,
+        "artifacts/checkpoints/translation.pt is a translation checkpoint (from notebook 08), "
+        "not a char-GPT checkpoint (from notebook 06)",
+    )
     res = _run_tool("translate.py", "--checkpoint", cli_files["gpt"], "I am cold.")
-    _assert_clean_error(res, f"{cli_files['gpt']} is a char-GPT checkpoint (from notebook 06), "
-                             f"not a translation checkpoint (from notebook 08)")
+    _assert_clean_error(
+        res,
+        f"{cli_files['gpt']} is a char-GPT checkpoint (from notebook 06), "
+        f"not a translation checkpoint (from notebook 08)",
+    )
 
 
 def test_load_checkpoint_errors_are_checkpoint_errors_and_missing_is_still_file_not_found(cli_files):
@@ -154,17 +186,20 @@ def test_load_checkpoint_errors_are_checkpoint_errors_and_missing_is_still_file_
     _assert_clean_error(res, str(broken), "does not hold a usable char-GPT")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--length", "1000000000"], "--length: must be in 0..100,000"),
-    (["--length", "-1"], "--length"),
-    (["--temperature", "0"], "--temperature: must be a finite number > 0"),
-    (["--temperature", "nan"], "--temperature"),
-    (["--temperature", "inf"], "--temperature"),
-    (["--top-k", "0"], "--top-k: must be >= 1"),
-    (["--top-p", "0"], "--top-p: must be in (0, 1]"),
-    (["--top-p", "1.5"], "--top-p"),
-    (["--top-p", "nan"], "--top-p"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--length", "1000000000"], "--length: must be in 0..100,000"),
+        (["--length", "-1"], "--length"),
+        (["--temperature", "0"], "--temperature: must be a finite number > 0"),
+        (["--temperature", "nan"], "--temperature"),
+        (["--temperature", "inf"], "--temperature"),
+        (["--top-k", "0"], "--top-k: must be >= 1"),
+        (["--top-p", "0"], "--top-p: must be in (0, 1]"),
+        (["--top-p", "1.5"], "--top-p"),
+        (["--top-p", "nan"], "--top-p"),
+    ],
+)
 def test_sample_rejects_bad_options(args, needle):
     _assert_clean_error(_run_tool("sample.py", *args), needle)
 
@@ -179,17 +214,20 @@ def test_sample_rejects_options_that_need_the_checkpoint_and_a_bad_device(cli_fi
     assert "0..100,000" in _run_tool("sample.py", "--help").stdout  # the limit is in the help
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--beam", "0"], "--beam: must be >= 1"),
-    (["--beam", "-1"], "--beam: must be >= 1"),
-    (["--beam", "two"], "--beam"),
-    (["--alpha", "nan"], "--alpha: must be a finite number >= 0"),
-    (["--alpha", "inf"], "--alpha: must be a finite number >= 0"),
-    (["--alpha", "-0.5"], "--alpha"),
-    (["--greedy", "--beam", "3"], "not allowed with"),
-    (["--file", "no_such_file.txt"], "--file no_such_file.txt: no such file"),
-    (["--file", "notebooks"], "--file notebooks is a directory"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--beam", "0"], "--beam: must be >= 1"),
+        (["--beam", "-1"], "--beam: must be >= 1"),
+        (["--beam", "two"], "--beam"),
+        (["--alpha", "nan"], "--alpha: must be a finite number >= 0"),
+        (["--alpha", "inf"], "--alpha: must be a finite number >= 0"),
+        (["--alpha", "-0.5"], "--alpha"),
+        (["--greedy", "--beam", "3"], "not allowed with"),
+        (["--file", "no_such_file.txt"], "--file no_such_file.txt: no such file"),
+        (["--file", "notebooks"], "--file notebooks is a directory"),
+    ],
+)
 def test_translate_rejects_bad_options(args, needle):
     _assert_clean_error(_run_tool("translate.py", *args, stdin="I am cold.\n"), needle)
 
@@ -199,8 +237,13 @@ def test_translate_rejects_input_that_is_not_utf8_and_a_bad_device(cli_files, tm
     latin1.write_bytes("I am cold.\nCafé?\n".encode("latin-1"))
     res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], "--file", latin1)
     _assert_clean_error(res, f"--file {latin1} is not UTF-8 text", "line 2")
-    res = subprocess.run([sys.executable, "translate.py", "--checkpoint", str(cli_files["translation"])],
-                         cwd=PROJECT_ROOT, input=b"caf\xe9\n", capture_output=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "translate.py", "--checkpoint", str(cli_files["translation"])],
+        cwd=PROJECT_ROOT,
+        input=b"caf\xe9\n",
+        capture_output=True,
+        timeout=60,
+    )
     assert res.returncode == 2 and b"stdin is not UTF-8 text" in res.stderr and b"Traceback" not in res.stderr
     res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], "--device", "abacus", "I am cold.")
     _assert_clean_error(res, "--device", "unknown device 'abacus'")
@@ -215,7 +258,9 @@ def test_translate_keeps_blank_lines_so_output_lines_up_with_input(cli_files, tm
     assert res.stdout.split("\n") == [expected[0], "", expected[1], ""]
     assert res.stderr.count("device:") == 1 and "device:" not in res.stdout
     crlf = tmp_path / "crlf.txt"
-    crlf.write_bytes(b"\r\nI am cold.\r\n   \r\nWhere is Tom?")  # Windows line ends, a blank first line, no final newline
+    crlf.write_bytes(
+        b"\r\nI am cold.\r\n   \r\nWhere is Tom?"
+    )  # Windows line ends, a blank first line, no final newline
     res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], "--file", crlf)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split("\n") == ["", expected[0], "", expected[1], ""]
@@ -225,8 +270,19 @@ def test_sample_streams_the_same_text_as_generate_text(cli_files):
     from helpers.models import load_char_gpt
 
     model, tok = load_char_gpt(cli_files["gpt"])
-    res = _run_tool("sample.py", "--checkpoint", cli_files["gpt"], "--prompt", "to be", "--length", "40", "--seed", "3",
-                    "--top-k", "5")
+    res = _run_tool(
+        "sample.py",
+        "--checkpoint",
+        cli_files["gpt"],
+        "--prompt",
+        "to be",
+        "--length",
+        "40",
+        "--seed",
+        "3",
+        "--top-k",
+        "5",
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout == generate_text(model, tok, "to be", 40, seed=3, temperature=0.8, top_k=5) + "\n"
     assert res.stderr.count("device: cpu") == 1
@@ -237,10 +293,24 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
     env = {**os.environ, "COURSE_DEVICE": "cpu"}
     # A shell starts background jobs with SIGINT ignored, and a child inherits that: restore the default, as in a
     # terminal, so the test does not depend on how the test run itself was started.
-    proc = subprocess.Popen([sys.executable, "sample.py", "--checkpoint", str(cli_files["gpt"]), "--prompt", "to be",
-                             "--length", "100000", "--no-cache"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "sample.py",
+            "--checkpoint",
+            str(cli_files["gpt"]),
+            "--prompt",
+            "to be",
+            "--length",
+            "100000",
+            "--no-cache",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen, deadline = b"", time.monotonic() + 60
     try:
         while len(seen) < len("to be") + 30:  # the prompt and some generated text have been printed
@@ -263,14 +333,16 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
 
 # ---- run_all.py: failing and interrupted notebooks, selection ---------------------------------------------------
 
-_RA_WRITE = ("import os, pathlib\n"
-             "from helpers.metrics import MetricRecorder\n"
-             "from helpers.utils import artifacts_dir\n"
-             "out = artifacts_dir(mode)\n"
-             "MetricRecorder('01_model', mode).record('model.loss', 9.75, 'nats', 'a new loss')\n"
-             "(out / 'figures').mkdir(exist_ok=True)\n"
-             "(out / 'figures' / '01_curve.png').write_bytes(b'a new figure')\n"
-             "(out / 'checkpoints' / 'model.pt').write_bytes(b'new weights')\n")
+_RA_WRITE = (
+    "import os, pathlib\n"
+    "from helpers.metrics import MetricRecorder\n"
+    "from helpers.utils import artifacts_dir\n"
+    "out = artifacts_dir(mode)\n"
+    "MetricRecorder('01_model', mode).record('model.loss', 9.75, 'nats', 'a new loss')\n"
+    "(out / 'figures').mkdir(exist_ok=True)\n"
+    "(out / 'figures' / '01_curve.png').write_bytes(b'a new figure')\n"
+    "(out / 'checkpoints' / 'model.pt').write_bytes(b'new weights')\n"
+)
 
 
 @pytest.fixture
@@ -300,19 +372,35 @@ def committed_course(tmp_path, monkeypatch):
 
 def _ra_snapshot(course):
     root = course / "committed_artifacts"
-    files = [root / "metrics.json", root / "results.md", course / "README.md", root / "figures" / "01_curve.png",
-             root / "checkpoints" / "model.pt", root / "metrics" / "01_model.json"]
+    files = [
+        root / "metrics.json",
+        root / "results.md",
+        course / "README.md",
+        root / "figures" / "01_curve.png",
+        root / "checkpoints" / "model.pt",
+        root / "metrics" / "01_model.json",
+    ]
     return {str(p): p.read_bytes() for p in files}
 
 
 def _ra_cmd(course, *args):
-    return [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(course / "notebooks"),
-            "--build-dir", str(course / "build"), "--no-html", *args]
+    return [
+        sys.executable,
+        str(PROJECT_ROOT / "run_all.py"),
+        "--notebooks-dir",
+        str(course / "notebooks"),
+        "--build-dir",
+        str(course / "build"),
+        "--no-html",
+        *args,
+    ]
 
 
 def test_a_failing_notebook_leaves_committed_results_figures_and_checkpoints_as_they_were(committed_course):
     course = committed_course
-    make_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE, "raise RuntimeError('boom after the first metric')")
+    make_notebook(
+        course / "notebooks" / "01_model.ipynb", _RA_WRITE, "raise RuntimeError('boom after the first metric')"
+    )
     before = _ra_snapshot(course)
     res = subprocess.run(_ra_cmd(course, "--write-back"), capture_output=True, text=True, timeout=300, cwd=course)
     assert res.returncode == 1, res.stderr
@@ -327,15 +415,22 @@ def test_a_failing_notebook_leaves_committed_results_figures_and_checkpoints_as_
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX only")
 @pytest.mark.parametrize("stubborn", [False, True], ids=["ctrl-c", "cell-ignores-ctrl-c-then-ctrl-c-again"])
-def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_changes_nothing(committed_course, stubborn):
+def test_ctrl_c_in_run_all_names_the_notebook_and_partial_copy_exits_130_and_changes_nothing(
+    committed_course, stubborn
+):
     course = committed_course
     marker = course / "cell_is_running"
     ignore = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if stubborn else ""
-    make_notebook(course / "notebooks" / "01_model.ipynb", _RA_WRITE,
-                 f"import pathlib, time\n{ignore}pathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
-                 "print('never runs')")
+    make_notebook(
+        course / "notebooks" / "01_model.ipynb",
+        _RA_WRITE,
+        f"import pathlib, time\n{ignore}pathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
+        "print('never runs')",
+    )
     before = _ra_snapshot(course)
-    proc = subprocess.Popen(_ra_cmd(course, "--write-back"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=course)
+    proc = subprocess.Popen(
+        _ra_cmd(course, "--write-back"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=course
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -399,6 +494,7 @@ def test_a_successful_run_promotes_its_outputs_and_drops_metrics_the_notebook_no
 
 # ---- data, saves and model settings ----------------------------------------------------------------------------
 
+
 def _offline(url, timeout):
     raise urllib.error.URLError("no network")
 
@@ -419,8 +515,14 @@ def test_a_clone_without_shared_data_finds_the_translation_pairs_and_explains_ti
         "fetch('tinyshakespeare')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", script], cwd=clone, capture_output=True, text=True, timeout=120,
-                         env={**env, "PYTHONPATH": str(clone)})
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(clone)},
+    )
     assert "4528 pairs" in res.stdout, res.stderr
     assert "DataUnavailableError" in res.stderr and "put the file at data/tinyshakespeare.txt" in res.stderr
     assert not (clone / "data" / "tinyshakespeare.txt").exists()
@@ -479,8 +581,9 @@ def test_a_killed_save_keeps_the_old_checkpoint_and_the_next_save_removes_its_le
         "utils.os.replace = hang\n"  # the writer is killed after writing its temporary file, before the rename
         "save_checkpoint({'step': 2, 'w': __import__('torch').zeros(100_000)}, sys.argv[1])\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", writer, str(target)], stdout=subprocess.PIPE, text=True,
-                            cwd=PROJECT_ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer, str(target)], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT
+    )
     assert proc.stdout.readline().strip() == "written"
     proc.kill()
     proc.wait(timeout=30)
@@ -500,21 +603,37 @@ def test_a_save_leaves_a_live_writers_temporary_file_alone(tmp_path):
     assert live.exists()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: scaled_dot_product_attention(torch.ones(1, 2, 0), torch.ones(1, 2, 0), torch.ones(1, 2, 3)),
-     "d_k >= 1"),
-    (lambda: scaled_dot_product_attention(torch.ones(1, 2, 4), torch.ones(1, 2, 4), torch.ones(1, 2, 4),
-                                          dropout_p=-0.1), r"dropout probability must be in \[0, 1\], got -0.1"),
-    (lambda: scaled_dot_product_attention(torch.ones(1, 2, 4), torch.ones(1, 2, 4), torch.ones(1, 2, 4),
-                                          dropout_p=float("nan")), "dropout probability"),
-    (lambda: MultiHeadAttention(d_model=8, n_heads=0), "n_heads must be positive|positive, got d_model=8, n_heads=0"),
-    (lambda: MultiHeadAttention(d_model=8, n_heads=2, dropout=-0.5), "dropout probability"),
-    (lambda: TransformerConfig(d_model=8, n_heads=0), "n_heads must be positive"),
-    (lambda: TransformerConfig(d_model=0, n_heads=1), "d_model must be positive"),
-    (lambda: TransformerConfig(d_model=8, n_heads=2, dropout=-0.1), "dropout must be a probability"),
-    (lambda: TransformerConfig(d_model=8, n_heads=2, attn_dropout=1.5), "attn_dropout must be a probability"),
-    (lambda: GPTConfig(vocab_size=10, n_heads=0), "n_heads must be positive"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: scaled_dot_product_attention(torch.ones(1, 2, 0), torch.ones(1, 2, 0), torch.ones(1, 2, 3)),
+            "d_k >= 1",
+        ),
+        (
+            lambda: scaled_dot_product_attention(
+                torch.ones(1, 2, 4), torch.ones(1, 2, 4), torch.ones(1, 2, 4), dropout_p=-0.1
+            ),
+            r"dropout probability must be in \[0, 1\], got -0.1",
+        ),
+        (
+            lambda: scaled_dot_product_attention(
+                torch.ones(1, 2, 4), torch.ones(1, 2, 4), torch.ones(1, 2, 4), dropout_p=float("nan")
+            ),
+            "dropout probability",
+        ),
+        (
+            lambda: MultiHeadAttention(d_model=8, n_heads=0),
+            "n_heads must be positive|positive, got d_model=8, n_heads=0",
+        ),
+        (lambda: MultiHeadAttention(d_model=8, n_heads=2, dropout=-0.5), "dropout probability"),
+        (lambda: TransformerConfig(d_model=8, n_heads=0), "n_heads must be positive"),
+        (lambda: TransformerConfig(d_model=0, n_heads=1), "d_model must be positive"),
+        (lambda: TransformerConfig(d_model=8, n_heads=2, dropout=-0.1), "dropout must be a probability"),
+        (lambda: TransformerConfig(d_model=8, n_heads=2, attn_dropout=1.5), "attn_dropout must be a probability"),
+        (lambda: GPTConfig(vocab_size=10, n_heads=0), "n_heads must be positive"),
+    ],
+)
 def test_bad_model_settings_name_the_setting(make, message):
     with pytest.raises(ValueError, match=message):
         make()

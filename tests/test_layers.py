@@ -1,14 +1,20 @@
 """Encoder and decoder blocks against nn.TransformerEncoderLayer / nn.TransformerDecoderLayer; gradients; positions."""
+
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from helpers.reference import copy_block_from_torch as copy_block
 from helpers.attention import causal_mask, padding_mask
 from helpers.layers import Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward, TransformerConfig
-from helpers.positional import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, make_positional, sinusoidal_table)
+from helpers.positional import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    make_positional,
+    sinusoidal_table,
+)
+from helpers.reference import copy_block_from_torch as copy_block
 
 D64 = dict(dtype=torch.float64)
 
@@ -27,8 +33,16 @@ def test_ffn_defaults_to_four_times_width_and_gelu():
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_encoder_block_equals_pytorch(norm_first):
-    ref = nn.TransformerEncoderLayer(16, 4, dim_feedforward=64, dropout=0.0, activation="gelu", batch_first=True,
-                                     norm_first=norm_first, dtype=torch.float64).eval()
+    ref = nn.TransformerEncoderLayer(
+        16,
+        4,
+        dim_feedforward=64,
+        dropout=0.0,
+        activation="gelu",
+        batch_first=True,
+        norm_first=norm_first,
+        dtype=torch.float64,
+    ).eval()
     ours = EncoderBlock(cfg(norm_first=norm_first, d_ff=64)).double().eval()
     copy_block(ours, ref)
     x = torch.randn(3, 7, 16, **D64)
@@ -43,8 +57,16 @@ def test_encoder_block_equals_pytorch(norm_first):
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_decoder_block_equals_pytorch(norm_first):
-    ref = nn.TransformerDecoderLayer(16, 4, dim_feedforward=64, dropout=0.0, activation="gelu", batch_first=True,
-                                     norm_first=norm_first, dtype=torch.float64).eval()
+    ref = nn.TransformerDecoderLayer(
+        16,
+        4,
+        dim_feedforward=64,
+        dropout=0.0,
+        activation="gelu",
+        batch_first=True,
+        norm_first=norm_first,
+        dtype=torch.float64,
+    ).eval()
     ours = DecoderBlock(cfg(norm_first=norm_first, d_ff=64)).double().eval()
     copy_block(ours, ref)
     x, memory = torch.randn(2, 5, 16, **D64), torch.randn(2, 6, 16, **D64)
@@ -52,15 +74,19 @@ def test_decoder_block_equals_pytorch(norm_first):
     tgt = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
     with torch.no_grad():
         ours_out = ours(x, memory, tgt_mask=padding_mask(tgt, 0), memory_mask=padding_mask(src, 0))
-        ref_out = ref(x, memory, tgt_mask=~causal_mask(5), tgt_key_padding_mask=tgt == 0,
-                      memory_key_padding_mask=src == 0)
+        ref_out = ref(
+            x, memory, tgt_mask=~causal_mask(5), tgt_key_padding_mask=tgt == 0, memory_key_padding_mask=src == 0
+        )
     torch.testing.assert_close(ours_out, ref_out, rtol=1e-10, atol=1e-10)
 
 
 def test_encoder_stack_equals_pytorch_stack():
-    ref = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 64, 0.0, "gelu", batch_first=True, norm_first=True,
-                                                           dtype=torch.float64), num_layers=2,
-                                norm=nn.LayerNorm(16, dtype=torch.float64), enable_nested_tensor=False).eval()
+    ref = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(16, 4, 64, 0.0, "gelu", batch_first=True, norm_first=True, dtype=torch.float64),
+        num_layers=2,
+        norm=nn.LayerNorm(16, dtype=torch.float64),
+        enable_nested_tensor=False,
+    ).eval()
     ours = Encoder(cfg(d_ff=64)).double().eval()
     for mine, theirs in zip(ours.layers, ref.layers):
         copy_block(mine, theirs)
@@ -77,7 +103,7 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(norm_first):
     src, tgt = torch.randn(2, 6, 16), torch.randn(2, 5, 16)
     mask = padding_mask(torch.tensor([[1] * 6, [1] * 4 + [0] * 2]), 0)
     out = dec(tgt, enc(src, mask=mask), memory_mask=mask)
-    (out ** 2).mean().backward()
+    (out**2).mean().backward()
     for name, p in list(enc.named_parameters()) + list(dec.named_parameters()):
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -100,7 +126,7 @@ def test_decoder_cache_matches_full_pass():
     memory, tgt = torch.randn(2, 4, 16, **D64), torch.randn(2, 6, 16, **D64)
     full = dec(tgt, memory)
     caches = [{} for _ in dec.layers]
-    steps = [dec(tgt[:, t:t + 1], memory, caches=caches) for t in range(6)]
+    steps = [dec(tgt[:, t : t + 1], memory, caches=caches) for t in range(6)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-12)
 
 
@@ -129,6 +155,7 @@ def test_config_rejects_bad_values():
 
 
 # ---- positional encodings ----
+
 
 def test_sinusoidal_table_values():
     table = sinusoidal_table(50, 8)

@@ -1,12 +1,12 @@
 """helpers.measure: one timer, peak memory, a log-log slope, one thread."""
+
 import math
 
 import pytest
 import torch
 
-from helpers.benchmarks import (make_qkv)
-from helpers.measure import Timing, fit_loglog_slope, op_names, peak_from_events, peak_memory_bytes, time_fn
-from helpers.measure import one_thread
+from helpers.benchmarks import make_qkv
+from helpers.measure import Timing, fit_loglog_slope, one_thread, op_names, peak_from_events, peak_memory_bytes, time_fn
 
 D64 = dict(dtype=torch.float64)
 
@@ -22,16 +22,20 @@ def test_time_fn_reports_the_median_of_the_repeats():
 
 def test_time_fn_measures_real_work():
     import time
+
     timing = time_fn(lambda: time.sleep(0.02), warmup=0, repeats=3)
     assert timing.median >= 0.019  # a lower bound only: a busy machine may take longer, never shorter
 
 
 def test_time_fn_times_exactly_the_calls(monkeypatch):
     import helpers.measure as measure
+
     clock = {"now": 100.0}
     monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
 
-    def work(seconds=iter([5.0, 0.25, 0.5, 0.75])):  # the warm-up call takes 5 s and must not be counted
+    seconds = iter([5.0, 0.25, 0.5, 0.75])  # the warm-up call takes 5 s and must not be counted
+
+    def work():
         clock["now"] += next(seconds)
 
     timing = time_fn(work, warmup=1, repeats=3)

@@ -1,15 +1,14 @@
 """The GPT model: shapes, causality, tied head, initial loss, KV-cache forward and optimiser groups."""
+
 import math
 
 import pytest
 import torch
 
-from helpers.models import GPT, GPTConfig
-from helpers.tokenizers import CharTokenizer
-from helpers.training import make_adamw
 from builders import tiny_seq2seq
-from helpers.models import seq2seq_loss
-from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from helpers.models import GPT, GPTConfig, seq2seq_loss
+from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
+from helpers.training import make_adamw
 
 
 def tiny(**kw):
@@ -60,7 +59,7 @@ def test_cached_forward_matches_full_forward():
     idx = torch.randint(11, (2, 12))
     full, _ = model(idx)
     cache = model.new_cache()
-    parts = [model(idx[:, :5], cache=cache)[0]] + [model(idx[:, i:i + 1], cache=cache)[0] for i in range(5, 12)]
+    parts = [model(idx[:, :5], cache=cache)[0]] + [model(idx[:, i : i + 1], cache=cache)[0] for i in range(5, 12)]
     assert model.cache_length(cache) == 12
     assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
 

@@ -1,4 +1,5 @@
 """Figures quoted in notes/ and the README must match artifacts/metrics.json of the full run."""
+
 import json
 import math
 import re

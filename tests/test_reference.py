@@ -1,4 +1,5 @@
 """helpers.reference: copying PyTorch's weights into the course's modules makes them equal."""
+
 import matplotlib
 
 matplotlib.use("Agg")

@@ -1,4 +1,5 @@
 """run_all.py: selection, parameter injection, failure reporting and write-back cleaning."""
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,15 @@ def course(tmp_path):
 
 
 def run(course, *args):
-    cmd = [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(course / "notebooks"),
-           "--build-dir", str(course / "build"), *args]
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "run_all.py"),
+        "--notebooks-dir",
+        str(course / "notebooks"),
+        "--build-dir",
+        str(course / "build"),
+        *args,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "COURSE_ARTIFACTS_DIR"}  # a fake course's artifacts/ is its own
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=course, env=env)
 
@@ -31,8 +39,18 @@ def run(course, *args):
 @pytest.fixture
 def ten(tmp_path):
     """Notebooks 01-10 (never run): numbers 1 and 10, and two names that share a prefix."""
-    names = ["01_attention_by_hand", "02_attention_masks", "03_heads", "04_positions", "05_block", "06_char_gpt",
-             "07_generation", "08_translation", "09_profiling", "10_experiments"]
+    names = [
+        "01_attention_by_hand",
+        "02_attention_masks",
+        "03_heads",
+        "04_positions",
+        "05_block",
+        "06_char_gpt",
+        "07_generation",
+        "08_translation",
+        "09_profiling",
+        "10_experiments",
+    ]
     for name in names:
         make_notebook(tmp_path / f"{name}.ipynb", "pass")
     return run_all.discover(tmp_path)
@@ -71,8 +89,10 @@ def test_names_and_unique_prefixes_select_and_an_ambiguous_prefix_lists_the_cand
     assert stems(run_all.select(ten, ["06_char_gpt.ipynb"], None)) == ["06_char_gpt"]
     assert stems(run_all.select(ten, ["char"], None)) == ["06_char_gpt"]  # a prefix of the name after the number
     assert stems(run_all.select(ten, ["03_h"], None)) == ["03_heads"]
-    with pytest.raises(run_all.SelectionError, match="--only attention is ambiguous: it matches 01_attention_by_hand, "
-                                         "02_attention_masks"):
+    with pytest.raises(
+        run_all.SelectionError,
+        match="--only attention is ambiguous: it matches 01_attention_by_hand, 02_attention_masks",
+    ):
         run_all.select(ten, ["attention"], None)
     with pytest.raises(run_all.SelectionError, match="--from attention is ambiguous"):
         run_all.select(ten, None, "attention")
@@ -83,11 +103,15 @@ def test_names_and_unique_prefixes_select_and_an_ambiguous_prefix_lists_the_cand
 
 
 def test_bad_selections_and_a_missing_notebooks_folder_are_clear_errors(course, tmp_path):
-    for args, needle in [(["--only", "0"], "--only 0: no notebook is numbered 00"),
-                         (["--only", "0_"], "no notebook matches it"),
-                         (["--from", "9"], "--from 9: no notebook is numbered 09")]:
+    for args, needle in [
+        (["--only", "0"], "--only 0: no notebook is numbered 00"),
+        (["--only", "0_"], "no notebook matches it"),
+        (["--from", "9"], "--from 9: no notebook is numbered 09"),
+    ]:
         res = run(course, *args, "--list")
-        assert res.returncode == 2 and "error: " in res.stderr and needle in res.stderr and "Traceback" not in res.stderr
+        assert (
+            res.returncode == 2 and "error: " in res.stderr and needle in res.stderr and "Traceback" not in res.stderr
+        )
     cmd = [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--notebooks-dir", str(tmp_path / "nowhere"), "--list"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "no notebooks folder at" in res.stderr and "Traceback" not in res.stderr
@@ -133,8 +157,12 @@ def test_keep_going_runs_later_notebooks(course):
 def test_clean_for_commit_drops_run_metadata():
     nb = nbformat.v4.new_notebook()
     nb.metadata["papermill"] = {"input_path": "/abs/path"}
-    nb.cells = [nbformat.v4.new_code_cell("x", metadata={"papermill": {"duration": 1.0}, "execution": {"iopub.status.idle": "2026-01-01"}}),
-                nbformat.v4.new_code_cell("mode = 'quick'", metadata={"tags": ["injected-parameters"]})]
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "x", metadata={"papermill": {"duration": 1.0}, "execution": {"iopub.status.idle": "2026-01-01"}}
+        ),
+        nbformat.v4.new_code_cell("mode = 'quick'", metadata={"tags": ["injected-parameters"]}),
+    ]
     cleaned = run_all.clean_for_commit(nb)
     assert "papermill" not in cleaned.metadata and len(cleaned.cells) == 1
     assert cleaned.cells[0].metadata == {}

@@ -1,4 +1,5 @@
 """The course's dropout: drop rate, expected value, gradients, independence, seeding and bad input."""
+
 import math
 
 import pytest
@@ -36,7 +37,9 @@ def test_expected_value_and_gradient():
     kept = y != 0
     assert torch.allclose(y[kept], torch.tensor(3.0 / (1 - rounded_p(0.1))))
     y.sum().backward()
-    assert torch.allclose(x.grad, kept.float() / (1 - rounded_p(0.1)), rtol=1e-6, atol=0)  # gradient flows through kept elements only
+    assert torch.allclose(
+        x.grad, kept.float() / (1 - rounded_p(0.1)), rtol=1e-6, atol=0
+    )  # gradient flows through kept elements only
 
 
 def test_keeps_dtype_and_shape_under_bfloat16():

@@ -1,8 +1,17 @@
 """helpers.tokenizers: characters, words, vocabularies and the special ids."""
 
-
-from helpers.tokenizers import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, Tokenizer, UNK_ID, Vocab, detokenize_fr, normalize, tokenize)
-
+from helpers.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIALS,
+    UNK_ID,
+    Tokenizer,
+    Vocab,
+    detokenize_fr,
+    normalize,
+    tokenize,
+)
 
 
 def test_normalisation_and_tokenizers():

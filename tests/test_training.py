@@ -1,20 +1,17 @@
 """The training loop: schedule, loss going down, exact resume, evaluation and logs."""
+
 import csv
 import math
 
 import pytest
 import torch
 
-from helpers.models import GPT, GPTConfig
-from helpers.datasets import load_dataset
 from helpers.checkpoints import load_checkpoint
-from helpers.evaluation import evaluate_lm
-from helpers.training import TrainConfig, Trainer, resume_trainer, warmup_cosine
-from helpers.datasets import (synthetic_batch)
+from helpers.datasets import load_dataset, synthetic_batch
 from helpers.decoding import greedy_decode
-from helpers.evaluation import sequence_accuracy
-from helpers.models import Seq2Seq, Seq2SeqConfig, translation_loss
-from helpers.training import train
+from helpers.evaluation import evaluate_lm, sequence_accuracy
+from helpers.models import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig, translation_loss
+from helpers.training import TrainConfig, Trainer, resume_trainer, train, warmup_cosine
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +46,21 @@ def test_loss_decreases_on_a_small_run(data):
 
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(data, tmp_path):
-    cfg = TrainConfig(max_steps=12, batch_size=4, grad_accum=2, lr=2e-3, warmup_steps=3, eval_interval=4,
-                      eval_windows=8, seed=5)
+    cfg = TrainConfig(
+        max_steps=12, batch_size=4, grad_accum=2, lr=2e-3, warmup_steps=3, eval_interval=4, eval_windows=8, seed=5
+    )
     vocab = data.tokenizer.vocab_size
     straight = Trainer(tiny_model(vocab, dropout=0.1), data.train, data.val, cfg, block_size=32)
     straight.run()
 
-    first = Trainer(tiny_model(vocab, dropout=0.1), data.train, data.val, cfg, block_size=32,
-                    extra={"tokenizer": data.tokenizer.to_dict()})
+    first = Trainer(
+        tiny_model(vocab, dropout=0.1),
+        data.train,
+        data.val,
+        cfg,
+        block_size=32,
+        extra={"tokenizer": data.tokenizer.to_dict()},
+    )
     first.run(steps=7)
     path = first.save(tmp_path / "state.pt")
     torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
@@ -82,8 +86,7 @@ def test_evaluate_full_split_and_standard_error(data):
 
 
 def test_time_limit_and_logs(data, tmp_path):
-    cfg = TrainConfig(max_steps=1000, batch_size=2, warmup_steps=1, eval_interval=500, eval_windows=4,
-                      time_limit=0.0)
+    cfg = TrainConfig(max_steps=1000, batch_size=2, warmup_steps=1, eval_interval=500, eval_windows=4, time_limit=0.0)
     trainer = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, cfg, block_size=32)
     trainer.run()
     assert trainer.step == 1 and len(trainer.log) == 2  # evaluated at the start and where it stopped
@@ -113,9 +116,18 @@ class SteadyClock:
 
 def test_time_budget_fits_the_schedule_to_the_measured_step_time(data, monkeypatch):
     import helpers.training as training
+
     monkeypatch.setattr(training, "time", SteadyClock(0.005))  # two readings per step: each step "takes" 5 ms
-    cfg = TrainConfig(max_steps=100_000, batch_size=2, lr=1e-3, warmup_steps=8, min_lr_ratio=0.1,
-                      eval_interval=100_000, eval_windows=4, time_budget=1.0)
+    cfg = TrainConfig(
+        max_steps=100_000,
+        batch_size=2,
+        lr=1e-3,
+        warmup_steps=8,
+        min_lr_ratio=0.1,
+        eval_interval=100_000,
+        eval_windows=4,
+        time_budget=1.0,
+    )
     trainer = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, cfg, block_size=32)
     trainer.run()
     assert 195 <= trainer.cfg.max_steps <= 201  # 1 s of budget at 5 ms per step, fitted from the warmup's timings
@@ -126,8 +138,9 @@ def test_time_budget_fits_the_schedule_to_the_measured_step_time(data, monkeypat
 
 
 def test_time_budget_fit_survives_a_resume(data, tmp_path):
-    cfg = TrainConfig(max_steps=100_000, batch_size=2, warmup_steps=8, eval_interval=100_000, eval_windows=4,
-                      time_budget=1.0)
+    cfg = TrainConfig(
+        max_steps=100_000, batch_size=2, warmup_steps=8, eval_interval=100_000, eval_windows=4, time_budget=1.0
+    )
     vocab = data.tokenizer.vocab_size
     first = Trainer(tiny_model(vocab), data.train, data.val, cfg, block_size=32)
     first.run(steps=10)  # past the first fit at the end of warmup

@@ -1,4 +1,5 @@
 """Loading, normalisation, tokenizer, vocabularies, splits by English sentence, baselines and the translate command."""
+
 import subprocess
 import sys
 
@@ -6,34 +7,16 @@ import pytest
 import torch
 
 from helpers.models import Seq2Seq, Seq2SeqConfig
-from helpers.tokenizers import (BOS_ID, EOS_ID, SPECIALS, Tokenizer, UNK_ID, Vocab)
+from helpers.tokenizers import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Tokenizer, Vocab
 from helpers.translator import Translator
 from helpers.utils import PROJECT_ROOT
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def tiny_translator():
     src, tgt = Vocab(list(SPECIALS) + ["i", "am", "cold", "."]), Vocab(list(SPECIALS) + ["j'", "ai", "froid", "."])
-    cfg = Seq2SeqConfig(len(src), len(tgt), d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=32,
-                        dropout=0.0, max_len=16)
+    cfg = Seq2SeqConfig(
+        len(src), len(tgt), d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=32, dropout=0.0, max_len=16
+    )
     tgt_tok = Tokenizer("fr").fit_truecase(["J'ai froid."])
     return Translator(Seq2Seq(cfg), Tokenizer("en"), tgt_tok, src, tgt)
 
@@ -76,7 +59,9 @@ def test_saved_checkpoint_loads_and_translates_the_same(tmp_path):
 def test_translate_command_reads_arguments_and_stdin(tmp_path):
     path = tiny_translator().save(tmp_path / "tiny.pt")
     cmd = [sys.executable, str(PROJECT_ROOT / "translate.py"), "--checkpoint", str(path)]
-    out = subprocess.run(cmd + ["I am cold.", "Where is Tom?", "--beam", "2"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        cmd + ["I am cold.", "Where is Tom?", "--beam", "2"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.splitlines()) == 2
     out = subprocess.run(cmd, input="I am cold.\n\nI am.\n", capture_output=True, text=True, timeout=120)
@@ -101,7 +86,9 @@ def test_load_names_the_file_and_the_kind_and_puts_the_model_on_the_device(tmp_p
     loaded = Translator.load(path, device="cpu")
     assert loaded.device == torch.device("cpu")
     gpt_like = save_checkpoint(make_checkpoint("char-gpt", {}, {}, {"chars": "ab"}), tmp_path / "gpt.pt")
-    with pytest.raises(CheckpointError, match=r"gpt\.pt is a char-GPT checkpoint \(from notebook 06\), not a translation"):
+    with pytest.raises(
+        CheckpointError, match=r"gpt\.pt is a char-GPT checkpoint \(from notebook 06\), not a translation"
+    ):
         Translator.load(gpt_like)
     blob = torch.load(path, weights_only=True)
     blob["config"]["d_model"] = 32  # weights no longer fit the config

@@ -1,4 +1,5 @@
 """Data fetching, atomic writes, metrics, seeding, device choice and shape checks."""
+
 import io
 import json
 import urllib.error
@@ -98,8 +99,15 @@ def test_metrics_are_recorded_and_collected(tmp_path, monkeypatch):
         rec.record("test.bad", float("nan"), "x")
     json_path, md_path = metrics.write_results("quick")
     got = json.loads(json_path.read_text())
-    assert got == {"test.speedup": {"value": 3.25, "unit": "x", "notebook": "99_test", "mode": "quick",
-                                    "description": "a made-up figure"}}
+    assert got == {
+        "test.speedup": {
+            "value": 3.25,
+            "unit": "x",
+            "notebook": "99_test",
+            "mode": "quick",
+            "description": "a made-up figure",
+        }
+    }
     assert "| `test.speedup` | 3.25 | x | 99_test |" in md_path.read_text()
 
 
