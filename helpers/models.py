@@ -175,16 +175,24 @@ class GPT(nn.Module):
         Content that does not make a GPT (missing keys, a bad config, weights of the wrong shape) raises a
         CheckpointError naming `source` (the file it came from).
         """
-        try:
-            model = cls(GPTConfig(**ckpt["config"]))
-            state = full_precision(ckpt["model"])
-            state.setdefault("lm_head.weight", state["tok_emb.weight"])  # the tied head is stored once
-            model.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-            raise CheckpointError(
-                f"{source or 'the checkpoint'} does not hold a usable char-GPT ({first_line(err)})"
-            ) from None
-        return model
+        return _rebuild(cls, GPTConfig, ckpt, "tok_emb.weight", "a usable char-GPT", source)
+
+
+def _rebuild(model_cls, config_cls, ckpt: dict, tied_to: str, what: str, source) -> nn.Module:
+    """Build model_cls from a checkpoint's config and load its float32 weights (the tied head is stored once).
+
+    Anything that does not make the model (missing keys, a bad config, weights of the wrong shape) raises a
+    CheckpointError naming `source` and `what` it should have held.
+    """
+    try:
+        model = model_cls(config_cls(**ckpt["config"]))
+        state = full_precision(ckpt["model"])
+        if model.lm_head.weight is getattr(model, tied_to.split(".")[0]).weight:
+            state.setdefault("lm_head.weight", state[tied_to])
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{source or 'the checkpoint'} does not hold {what} ({first_line(err)})") from None
+    return model
 
 
 def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
@@ -327,17 +335,7 @@ class Seq2Seq(nn.Module):
     @classmethod
     def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> Seq2Seq:
         """Rebuild the model of a "translation" checkpoint in float32 (CheckpointError naming `source` if unusable)."""
-        try:
-            model = cls(Seq2SeqConfig(**ckpt["config"]))
-            state = full_precision(ckpt["model"])
-            if model.cfg.tie_embeddings:
-                state.setdefault("lm_head.weight", state["tgt_embed.weight"])  # the tied head is stored once
-            model.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-            raise CheckpointError(
-                f"{source or 'the checkpoint'} does not hold a usable translation model ({first_line(err)})"
-            ) from None
-        return model
+        return _rebuild(cls, Seq2SeqConfig, ckpt, "tgt_embed.weight", "a usable translation model", source)
 
 
 def seq2seq_loss(
