@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import helpers.data as data
-from fake_course import make_notebook
+from fake_course import make_notebook, run_all_command
 from helpers.attention import MultiHeadAttention, scaled_dot_product_attention
 from helpers.checkpoints import load_checkpoint, save_checkpoint
 from helpers.decoding import generate_text
@@ -384,16 +384,7 @@ def _ra_snapshot(course):
 
 
 def _ra_cmd(course, *args):
-    return [
-        sys.executable,
-        str(PROJECT_ROOT / "run_all.py"),
-        "--notebooks-dir",
-        str(course / "notebooks"),
-        "--build-dir",
-        str(course / "build"),
-        "--no-html",
-        *args,
-    ]
+    return run_all_command(course, "--no-html", *args)
 
 
 def test_a_failing_notebook_leaves_committed_results_figures_and_checkpoints_as_they_were(committed_course):

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 import run_all
-from fake_course import make_notebook
+from fake_course import make_notebook, run_all_command
 from helpers.utils import PROJECT_ROOT
 
 
@@ -23,15 +23,7 @@ def course(tmp_path):
 
 
 def run(course, *args):
-    cmd = [
-        sys.executable,
-        str(PROJECT_ROOT / "run_all.py"),
-        "--notebooks-dir",
-        str(course / "notebooks"),
-        "--build-dir",
-        str(course / "build"),
-        *args,
-    ]
+    cmd = run_all_command(course, *args)
     env = {k: v for k, v in os.environ.items() if k != "COURSE_ARTIFACTS_DIR"}  # a fake course's artifacts/ is its own
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=course, env=env)
 
