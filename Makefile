@@ -1,6 +1,12 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up the environment, then run the whole course headless (HTML reports in build/full/html/)
 #   make test   set up the environment, then run ruff, pytest and nbval over the committed notebooks
+# Learn by building (exercises/ is yours: never overwritten, ignored by git):
+#   make exercises                 create the exercise notebooks that are missing in exercises/
+#   make check                     grade every exercise in exercises/ and print a scoreboard
+#   make check-solutions           grade the reference solutions (solutions/) the same way
+#   make reset-exercise EX=02      restore one exercise notebook (yours is kept in exercises/backup/)
+#   make solution EX=02.sdpa       print the reference solution of one exercise
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +15,7 @@ STAMP := $(VENV)/.installed
 DATA_MIRROR ?= ../shared/data
 ARGS ?=
 
-.PHONY: setup data run quick test lint lab kernel clean
+.PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +49,22 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 lab: setup kernel
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab
+
+exercises: setup
+	@$(PY) -m helpers.workspace create
+
+check: $(STAMP)
+	@$(PY) -m helpers.workspace check
+
+check-solutions: $(STAMP)
+	@$(PY) -m helpers.workspace check-solutions
+
+reset-exercise: $(STAMP)
+	@$(PY) -m helpers.workspace reset "$(EX)"
+
+solution: $(STAMP)
+	@$(PY) -m helpers.workspace solution "$(EX)"
 
 kernel: $(STAMP)
 	$(PY) -m ipykernel install --user --name transformers-course --display-name "Python (transformers-course)"

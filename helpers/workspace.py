@@ -1,0 +1,441 @@
+"""The learner's workspace: exercise notebooks made from the reference solutions, and headless grading (exercises).
+
+One source of truth: solutions/NN_name.py holds the reference solutions in the percent format (`# %%` code cells,
+`# %% [markdown]` text cells, `# %% exercise ID` for the cell the learner writes). Inside an exercise cell, the lines
+from `# SOLUTION hint: ...` to `# END SOLUTION` are the solution; the workspace gets a stub there that raises
+NotImplementedError with the hint, followed by a cell that checks it.
+
+    python -m helpers.workspace create            make exercises/ (never overwrites a notebook that is there)
+    python -m helpers.workspace check             grade exercises/ and print a scoreboard
+    python -m helpers.workspace check-solutions   grade the reference solutions the same way
+    python -m helpers.workspace reset 02          restore one exercise notebook (the old one is kept in a backup)
+    python -m helpers.workspace solution 02.sdpa  print the reference solution of one exercise
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.grading import CaseResult, Report, grade, load_checks
+from helpers.utils import PROJECT_ROOT, atomic_write_text, relative
+
+SOLUTIONS_DIR = PROJECT_ROOT / "solutions"
+WORKSPACE_DIR = PROJECT_ROOT / "exercises"
+BACKUP_DIR_NAME = "backup"
+KERNEL = {"name": "transformers-course", "display_name": "Python (transformers-course)", "language": "python"}
+CHECK_IMPORT = "from helpers.grading import check  # grades each exercise against the course's oracles"
+_HEADER = re.compile(r"^# %%(?: (?P<kind>\[markdown\]|exercise (?P<id>\S+)))?\s*$")
+_SOLUTION = re.compile(r"^(?P<indent>\s*)# SOLUTION hint: (?P<hint>.+?)\s*$")
+_END = re.compile(r"^\s*# END SOLUTION\s*$")
+
+
+class WorkspaceError(Exception):
+    """A solution source or an exercise notebook that cannot be used, said in one line."""
+
+
+@dataclass
+class Cell:
+    """One cell of a solution source: 'markdown', 'code' or 'exercise' (with its exercise id)."""
+
+    kind: str
+    source: str
+    exercise: str = ""
+
+
+@dataclass
+class Source:
+    """A parsed solution file."""
+
+    path: Path
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The notebook name, such as 02_scaled_dot_product_attention."""
+        return self.path.stem
+
+    @property
+    def number(self) -> str:
+        """The two-digit notebook number."""
+        return self.name[:2]
+
+    @property
+    def exercises(self) -> list[str]:
+        """The exercise ids in the order they appear."""
+        return [c.exercise for c in self.cells if c.kind == "exercise"]
+
+    def digest(self) -> str:
+        """A short hash of the file, stored in the notebook made from it (to notice a newer course version)."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+
+
+def parse_source(path: Path | str) -> Source:
+    """Split a percent-format solution file into cells."""
+    path = Path(path)
+    src = Source(path)
+    kind, ex_id, lines = None, "", []
+
+    def flush():
+        text = "\n".join(lines).strip("\n")
+        if kind is not None and text.strip():
+            if kind == "markdown":
+                text = "\n".join(re.sub(r"^# ?", "", line) for line in text.splitlines())
+            src.cells.append(Cell(kind, text, ex_id))
+
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        m = _HEADER.match(line)
+        if m:
+            flush()
+            kind = "markdown" if m["kind"] == "[markdown]" else ("exercise" if m["id"] else "code")
+            ex_id, lines = m["id"] or "", []
+        elif kind is None:
+            if line.strip():
+                raise WorkspaceError(f"{relative(path)}:{number}: text before the first '# %%' cell")
+        else:
+            lines.append(line)
+    flush()
+    return src
+
+
+def stub(cell: Cell) -> str:
+    """The learner's version of an exercise cell: each solution region becomes `raise NotImplementedError(hint)`."""
+    out, inside = [], False
+    for line in cell.source.splitlines():
+        start = _SOLUTION.match(line)
+        if start:
+            if inside:
+                raise WorkspaceError(f"{cell.exercise}: a SOLUTION region opens inside another")
+            inside = True
+            hint = start["hint"].replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f"{start['indent']}# Your code here.")
+            out.append(f'{start["indent"]}raise NotImplementedError("{hint}")')
+        elif _END.match(line):
+            if not inside:
+                raise WorkspaceError(f"{cell.exercise}: END SOLUTION without a SOLUTION")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise WorkspaceError(f"{cell.exercise}: a SOLUTION region is never closed")
+    if len(out) == len(cell.source.splitlines()):
+        raise WorkspaceError(f"{cell.exercise}: the exercise cell has no '# SOLUTION hint: ...' region")
+    return "\n".join(out)
+
+
+def solution(cell: Cell) -> str:
+    """The reference version of an exercise cell, without the region markers."""
+    return "\n".join(line for line in cell.source.splitlines() if not (_SOLUTION.match(line) or _END.match(line)))
+
+
+def sources() -> list[Source]:
+    """Every solution file, in course order."""
+    paths = sorted(SOLUTIONS_DIR.glob("[0-9][0-9]_*.py"))
+    if not paths:
+        raise WorkspaceError(f"no solution files in {relative(SOLUTIONS_DIR)}")
+    return [parse_source(p) for p in paths]
+
+
+def check_call(exercise_id: str) -> str:
+    """The source of the check cell that follows an exercise."""
+    function = load_checks()[exercise_id].function
+    return f'check("{exercise_id}", {function})'
+
+
+def _nb_cell(cell_type: str, source: str, tags: list[str] | None = None, exercise: str = "") -> dict:
+    meta: dict = {}
+    if tags:
+        meta["tags"] = tags
+    if exercise:
+        meta["exercise"] = exercise
+    cell = {"cell_type": cell_type, "metadata": meta, "source": source}
+    if cell_type == "code":
+        cell.update(execution_count=None, outputs=[])
+    return cell
+
+
+def exercise_notebook(src: Source, with_solutions: bool = False) -> dict:
+    """The workspace notebook (as JSON) for one solution file; with_solutions keeps the reference code."""
+    cells, imported = [], False
+    for cell in src.cells:
+        if cell.kind == "markdown":
+            cells.append(_nb_cell("markdown", cell.source))
+        elif cell.kind == "code":
+            source = cell.source if imported else f"{cell.source}\n\n{CHECK_IMPORT}"
+            imported = True
+            cells.append(_nb_cell("code", source, ["setup"] if source != cell.source else []))
+        else:
+            code = solution(cell) if with_solutions else stub(cell)
+            cells.append(_nb_cell("code", code, ["exercise"], cell.exercise))
+            cells.append(_nb_cell("code", check_call(cell.exercise), ["check"], cell.exercise))
+    if not imported:
+        raise WorkspaceError(f"{relative(src.path)} has no setup code cell")
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": KERNEL,
+            "language_info": {"name": "python"},
+            "course_exercises": {"source": relative(src.path), "source_digest": src.digest()},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def notebook_text(nb: dict) -> str:
+    """Serialise a notebook the way Jupyter writes it (one-space indent, a final newline)."""
+    for i, cell in enumerate(nb["cells"]):
+        cell.setdefault("id", f"cell-{i:02d}")
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def workspace_path(src: Source, workspace: Path | None = None) -> Path:
+    """Where the exercise notebook of a solution file lives (in exercises/ unless another folder is given)."""
+    return (workspace or WORKSPACE_DIR) / f"{src.name}.ipynb"
+
+
+def create(workspace: Path | None = None, out=print) -> list[Path]:
+    """Write the exercise notebooks that are missing; keep (and only mention) those already there."""
+    workspace = workspace or WORKSPACE_DIR
+    workspace.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sources():
+        path = workspace_path(src, workspace)
+        if path.exists():
+            stored = _stored_digest(path)
+            changed = f" (the course's version changed: `make reset-exercise EX={src.number}`)"
+            note = "" if stored == src.digest() else changed
+            out(f"kept    {relative(path)}{note}")
+            continue
+        atomic_write_text(path, notebook_text(exercise_notebook(src)))
+        written.append(path)
+        out(f"created {relative(path)}")
+    return written
+
+
+def _stored_digest(path: Path) -> str:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["metadata"]["course_exercises"]["source_digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def find_source(number: str) -> Source:
+    """The solution file of one notebook, by its number ('2', '02' or '02.sdpa')."""
+    number = number.split(".")[0].zfill(2)
+    for src in sources():
+        if src.number == number:
+            return src
+    known = ", ".join(s.number for s in sources())
+    raise WorkspaceError(f"no exercises for notebook {number!r}; they exist for {known}")
+
+
+def reset(number: str, workspace: Path | None = None, out=print) -> Path:
+    """Restore one exercise notebook; the learner's version is moved to the backup folder first."""
+    workspace = workspace or WORKSPACE_DIR
+    src = find_source(number)
+    path = workspace_path(src, workspace)
+    if path.exists():
+        backup = workspace / BACKUP_DIR_NAME / f"{src.name}.{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, backup)
+        out(f"your version is kept as {relative(backup)}")
+    workspace.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, notebook_text(exercise_notebook(src)))
+    out(f"restored {relative(path)}")
+    return path
+
+
+def solution_text(exercise_id: str) -> str:
+    """The reference solution of one exercise, as code."""
+    src = find_source(exercise_id)
+    for cell in src.cells:
+        if cell.exercise == exercise_id:
+            return solution(cell)
+    raise WorkspaceError(f"no exercise {exercise_id!r} in {relative(src.path)}; it has {', '.join(src.exercises)}")
+
+
+def teaching_cell(src: Source) -> str:
+    """The markdown cell that ends teaching notebook NN: its exercises and how to start them."""
+    exercises = load_checks()
+    lines = [
+        "## Exercises: write it yourself",
+        "",
+        "Write the pieces of this notebook yourself; the course grades them against its own oracles.",
+        f"`make exercises` creates `exercises/{src.name}.ipynb` (it never overwrites your work);"
+        " write each function, then run the check cell below it.",
+        "",
+    ]
+    lines += [f"- `{ex_id}`: {exercises[ex_id].title}" for ex_id in src.exercises]
+    lines += [
+        "",
+        f"`make check` grades every exercise; the reference solutions are in `solutions/{src.path.name}`"
+        f" (or `make solution EX={src.exercises[0]}`).",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- headless grading
+
+
+@dataclass
+class Graded:
+    """The grade of one exercise in one notebook."""
+
+    notebook: str
+    report: Report
+
+
+def _run_cells(cells: list[tuple[str, str]], cwd: Path) -> tuple[dict, dict[str, str]]:
+    """Execute (exercise id, code) cells in one namespace; return it and the error each failing cell raised."""
+    namespace: dict = {"__name__": "__exercises__"}
+    errors: dict[str, str] = {}
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        for i, (ex_id, code) in enumerate(cells):
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    exec(compile(code, f"<cell {i}>", "exec"), namespace)  # noqa: S102 - running the learner's cells
+            except Exception as e:  # noqa: BLE001 - reported as the exercise's failure
+                last = traceback.extract_tb(e.__traceback__)[-1]
+                errors[ex_id or f"cell {i}"] = f"the cell raised {type(e).__name__}: {e} (line {last.lineno})"
+    finally:
+        os.chdir(old)
+    return namespace, errors
+
+
+def grade_cells(name: str, cells: list[tuple[str, str]], exercise_ids: list[str], cwd: Path) -> list[Graded]:
+    """Run a notebook's cells (check cells excluded), then grade each exercise's function."""
+    exercises = load_checks()
+    namespace, errors = _run_cells(cells, cwd)
+    setup_errors = [msg for key, msg in errors.items() if key.startswith("cell ")]
+    graded = []
+    for ex_id in exercise_ids:
+        ex = exercises[ex_id]
+        if ex_id in errors or (setup_errors and ex.function not in namespace):
+            report = Report(ex.id, ex.title, [CaseResult("the cell runs", False, errors.get(ex_id) or setup_errors[0])])
+        elif ex.function not in namespace:
+            report = Report(ex.id, ex.title, [CaseResult("the function exists", False, f"no `{ex.function}` defined")])
+        else:
+            report = grade(ex_id, namespace[ex.function])
+        graded.append(Graded(name, report))
+    return graded
+
+
+def grade_notebook(path: Path) -> list[Graded]:
+    """Grade a workspace notebook: run its setup and exercise cells, then check each exercise."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        raw = nb["cells"]
+    except (OSError, ValueError, KeyError) as e:
+        raise WorkspaceError(f"{relative(path)} is not a readable notebook ({e})") from None
+    cells, ids = [], []
+    for cell in raw:
+        if cell.get("cell_type") != "code":
+            continue
+        meta = cell.get("metadata", {})
+        ex_id = meta.get("exercise", "")
+        if "check" in meta.get("tags", []):
+            if ex_id and ex_id not in ids:
+                ids.append(ex_id)
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        cells.append((ex_id, _without_magics(source)))
+    return grade_cells(path.stem, cells, ids, path.parent)
+
+
+def _without_magics(source: str) -> str:
+    """Drop IPython magics and shell lines (`%time`, `!pip`), which plain Python cannot run."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def grade_source(src: Source) -> list[Graded]:
+    """Grade the reference solutions of one solution file, through the same path as a workspace notebook."""
+    cells = [(c.exercise, c.source) for c in src.cells if c.kind != "markdown"]
+    return grade_cells(src.name, cells, src.exercises, src.path.parent)
+
+
+def scoreboard(graded: list[Graded]) -> str:
+    """A table: notebook, exercise, passed/failed, first failure; then the total."""
+    rows = [("notebook", "exercise", "result", "first failure")]
+    for g in graded:
+        r = g.report
+        result = "passed" if r.passed else "failed"
+        first = r.first_failure
+        rows.append((g.notebook, r.exercise, result, first if len(first) <= 110 else first[:107] + "..."))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    lines.insert(1, "-" * min(120, sum(widths) + 20))
+    n_ok = sum(g.report.passed for g in graded)
+    lines.append(f"\n{n_ok}/{len(graded)} exercises passed")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def check_workspace(workspace: Path | None = None) -> list[Graded]:
+    """Grade every exercise notebook of the workspace that exists."""
+    workspace = workspace or WORKSPACE_DIR
+    if not workspace.is_dir():
+        raise WorkspaceError(f"there is no {relative(workspace)}/ folder yet: run `make exercises` first")
+    graded = []
+    for src in sources():
+        path = workspace_path(src, workspace)
+        if path.exists():
+            graded += grade_notebook(path)
+    return graded
+
+
+def check_solutions() -> list[Graded]:
+    """Grade every reference solution."""
+    return [g for src in sources() for g in grade_source(src)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line behind `make exercises`, `make check`, `make check-solutions` and the reset."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.workspace", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("create", help="make the exercise notebooks that are missing in exercises/")
+    sub.add_parser("check", help="grade exercises/ and print a scoreboard")
+    sub.add_parser("check-solutions", help="grade the reference solutions")
+    sub.add_parser("list", help="list the exercises")
+    p_reset = sub.add_parser("reset", help="restore one exercise notebook (yours is kept in exercises/backup/)")
+    p_reset.add_argument("notebook", help="the notebook number, such as 02")
+    p_sol = sub.add_parser("solution", help="print the reference solution of one exercise")
+    p_sol.add_argument("exercise", help="the exercise id, such as 02.sdpa")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "create":
+            create()
+            print(f"Open the notebooks in {relative(WORKSPACE_DIR)}/ (make lab); `make check` grades them all.")
+        elif args.command == "list":
+            exercises = load_checks()
+            for src in sources():
+                for ex_id in src.exercises:
+                    print(f"{ex_id:<16} {src.name:<34} {exercises[ex_id].title}")
+        elif args.command in ("check", "check-solutions"):
+            graded = check_workspace() if args.command == "check" else check_solutions()
+            print(scoreboard(graded))
+            if args.command == "check-solutions" and not all(g.report.passed for g in graded):
+                return 1
+        elif args.command == "reset":
+            reset(args.notebook)
+        else:
+            print(solution_text(args.exercise))
+    except WorkspaceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
