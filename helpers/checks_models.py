@@ -19,7 +19,7 @@ from torch import nn
 from helpers.datasets import get_batch
 from helpers.decoding import top_k_filter, top_p_filter
 from helpers.evaluation import clipped_matches
-from helpers.grading import CaseFailed, exercise, matching_mistake
+from helpers.grading import CaseFailed, exercise, matching_mistake, mistake_hint
 from helpers.models import GPT, GPTConfig
 from helpers.training import warmup_cosine
 
@@ -54,7 +54,7 @@ def _expect_number(c, what: str, got, want: float, mistakes: dict[str, float] | 
 
 def _first_mistake(got, mistakes: dict, same) -> str:
     """The first mistake whose (non-tensor) output `same` judges equal to got ('' when none)."""
-    return next((f"your result equals what {k} gives" for k, v in mistakes.items() if same(got, v)), "")
+    return next((mistake_hint(k) for k, v in mistakes.items() if same(got, v)), "")
 
 
 def _call(c, fn, *args, error_hints: tuple[tuple[str, str], ...] = ()):
@@ -295,6 +295,33 @@ def _row_sum_symptom(probs) -> str:
         return ""
     row = int(off[0])
     return f"the probabilities of row {row} sum to {float(sums[row]):.4g}, not 1"
+
+
+@exercise("07.greedy", "greedy: the most likely next token", "greedy_next")
+def _greedy_next(fn, case):
+    g = torch.Generator().manual_seed(7)
+    for name, logits in [
+        ("one row of 5 logits", torch.tensor([0.05, 0.5, 0.1, 0.3, 0.05]).log()),
+        ("a batch (3, 11)", torch.randn(3, 11, generator=g, dtype=torch.float64)),
+        ("a batch of sequences (2, 4, 7)", torch.randn(2, 4, 7, generator=g, dtype=torch.float64)),
+    ]:
+        with case(name) as c:
+            ids = c.call(fn, logits.clone())
+            want = logits.argmax(dim=-1)
+            c.expect(isinstance(ids, torch.Tensor), f"return a tensor of ids, got {type(ids).__name__}")
+            c.expect(
+                ids.shape == want.shape,
+                f"the ids have shape {tuple(ids.shape)}, expected {tuple(want.shape)} (one id per row)",
+                "take the largest along the last axis (the vocabulary), not over the whole tensor",
+            )
+            if not torch.equal(ids.long(), want):
+                hint = ""
+                if ids.is_floating_point() and torch.allclose(ids.double(), logits.amax(dim=-1).double()):
+                    hint = "these are the largest logits themselves; return their positions"
+                elif torch.equal(ids.long(), logits.argmin(dim=-1)):
+                    hint = mistake_hint("taking the smallest logit")
+                c.fail(f"ids {ids.tolist()} differ from the most likely tokens {want.tolist()}", hint)
+            c.expect(not ids.is_floating_point(), f"the ids are {ids.dtype}: token ids are integers (torch.long)")
 
 
 @exercise("07.temperature", "sampling probabilities at a temperature", "temperature_probs")

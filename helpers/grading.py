@@ -172,11 +172,16 @@ def difference(what: str, got, want: torch.Tensor, atol: float = 1e-6, rtol: flo
     )
 
 
+def mistake_hint(label: str) -> str:
+    """The hint for an output that a known mistake produces."""
+    return f"your output matches a known mistake: {label}"
+
+
 def matching_mistake(got, mistakes: dict[str, torch.Tensor], atol: float = 1e-6, rtol: float = 1e-5) -> str:
     """The first mistake whose output got equals ('' when none does)."""
     for label, wrong in mistakes.items():
         if difference("", got, wrong, atol, rtol) is None:
-            return f"your result equals what {label} gives"
+            return mistake_hint(label)
     return ""
 
 

@@ -171,7 +171,7 @@ def exercise_notebook(src: Source, with_solutions: bool = False) -> dict:
         if cell.kind == "markdown":
             cells.append(_nb_cell("markdown", cell.source))
         elif cell.kind == "code":
-            source = cell.source if imported else f"{cell.source}\n\n{CHECK_IMPORT}"
+            source = cell.source if imported else f"{CHECK_IMPORT}\n\n{cell.source}"
             imported = True
             cells.append(_nb_cell("code", source, ["setup"] if source != cell.source else []))
         else:
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             exercises = load_checks()
             for src in sources():
                 for ex_id in src.exercises:
-                    print(f"{ex_id:<16} {src.name:<34} {exercises[ex_id].title}")
+                    print(f"{ex_id:<21} {src.name:<32} {exercises[ex_id].title}")
         elif args.command in ("check", "check-solutions"):
             graded = check_workspace() if args.command == "check" else check_solutions()
             print(scoreboard(graded))

@@ -12,13 +12,32 @@ import math
 
 import torch
 
-from helpers.checks_models import TinyDecoder  # the one-head decoder of exercise 4 (its source is printed there)
+from helpers.checks_models import TinyDecoder  # the one-head decoder of exercise 5 (its source is printed there)
 
 # Next-token logits over a vocabulary of 5 tokens, as in notebook 07: probabilities 0.05, 0.5, 0.1, 0.3, 0.05.
 logits = torch.tensor([0.05, 0.5, 0.1, 0.3, 0.05]).log()  # (vocab_size,)
 
 # %% [markdown]
-# ## 1. Temperature
+# ## 1. Greedy
+#
+# Greedy decoding always takes the most likely next token: the index of the largest logit of each row.
+# Return the token ids, shape `(...)` for logits `(..., vocab_size)`, as integers (`torch.long`).
+
+
+# %% exercise 07.greedy
+def greedy_next(logits):
+    """The id of the largest logit along the last axis: (..., vocab_size) -> (...)."""
+    # SOLUTION hint: the position of the largest value along the vocabulary axis (not its value).
+    ids = logits.argmax(dim=-1)
+    # END SOLUTION
+    return ids
+
+
+# %%
+print(greedy_next(logits))  # token 1, the one with probability 0.5
+
+# %% [markdown]
+# ## 2. Temperature
 #
 # Dividing the logits by a temperature τ before the softmax reshapes the distribution:
 # τ < 1 sharpens it towards greedy, τ > 1 flattens it towards uniform, $p_i = \frac{e^{z_i / τ}}{\sum_j e^{z_j / τ}}$.
@@ -43,7 +62,7 @@ for tau in (0.5, 1.0, 2.0):
     print(f"τ = {tau}:", [round(p, 3) for p in temperature_probs(logits, tau).tolist()])
 
 # %% [markdown]
-# ## 2. Top-k
+# ## 3. Top-k
 #
 # Top-k keeps the k most likely tokens and sets every other logit to −∞, so that the softmax gives them probability 0.
 # Work on the last axis of `(..., vocab_size)`; a logit equal to the k-th largest is kept too (ties are kept).
@@ -64,7 +83,7 @@ def top_k_filter(logits, k):
 print(top_k_filter(logits, 2))
 
 # %% [markdown]
-# ## 3. Top-p (nucleus)
+# ## 4. Top-p (nucleus)
 #
 # Top-p keeps the smallest set of most likely tokens whose probabilities add up to at least p.
 # Sort the tokens from the most likely down and keep them until the running total reaches p, *including* the token
@@ -93,7 +112,7 @@ for p in (0.3, 0.7, 0.9):
     print(f"p = {p}:", top_p_filter(logits, p))
 
 # %% [markdown]
-# ## 4. One step with a KV cache
+# ## 5. One step with a KV cache
 #
 # `TinyDecoder` (in `helpers/checks_models.py`) is a one-block, one-head causal decoder: token embeddings plus
 # *learned* position embeddings, one causal self-attention with a residual, and an output layer.

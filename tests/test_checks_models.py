@@ -447,3 +447,15 @@ def test_each_check_takes_well_under_a_second(number):
         seconds = time.perf_counter() - start
         assert report.passed, report.text()
         assert seconds < 1.0, (ex_id, seconds)
+
+
+def test_07_greedy_catches_values_and_argmin():
+    from helpers.grading import grade
+
+    assert grade("07.greedy", lambda logits: logits.argmax(dim=-1)).passed
+    values = grade("07.greedy", lambda logits: logits.amax(dim=-1))
+    assert not values.passed and "return their positions" in values.text()
+    smallest = grade("07.greedy", lambda logits: logits.argmin(dim=-1))
+    assert not smallest.passed and "taking the smallest logit" in smallest.text()
+    flat = grade("07.greedy", lambda logits: logits.argmax())
+    assert not flat.passed and "one id per row" in flat.text()
