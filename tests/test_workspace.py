@@ -159,3 +159,19 @@ def test_each_teaching_notebook_ends_with_its_exercises(sources):
         last = nb["cells"][-1]
         assert last["cell_type"] == "markdown"
         assert "".join(last["source"]) == ws.teaching_cell(src), f"{src.name}: refresh its Exercises cell"
+
+
+@pytest.mark.parametrize("number", ["01", "07"])
+def test_exercise_notebook_runs_in_a_kernel(number, tmp_path):
+    """In Jupyter, with the reference code in place, every check cell shows a passing report."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    src = ws.find_source(number)
+    nb = nbformat.reads(ws.notebook_text(ws.exercise_notebook(src, with_solutions=True)), as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    checks = [c for c in nb.cells if "check" in c.metadata.get("tags", [])]
+    assert len(checks) == len(src.exercises)
+    for cell in checks:
+        text = cell.outputs[0]["data"]["text/plain"]
+        assert f"{cell.metadata['exercise']} · " in text and "cases passed" in text and "✗" not in text, text
