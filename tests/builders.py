@@ -58,3 +58,15 @@ def brute_force_best(model, src, max_len, alpha):
                 if score > best_score:
                     best, best_score = seq[:-1], score
     return best, best_score
+
+
+def failing(exercise_id, fn, *phrases):
+    """Grade fn for one exercise, assert that it fails and that the report says every phrase; return the report."""
+    from helpers.grading import grade
+
+    report = grade(exercise_id, fn)
+    text = report.text()
+    assert not report.passed, text
+    for phrase in phrases:
+        assert phrase in text, f"{phrase!r} not in:\n{text}"
+    return text

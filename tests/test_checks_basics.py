@@ -1,47 +1,13 @@
-"""The checks of notebooks 02-05: the solutions pass, the stubs say "not written yet", and each planted mistake is
-caught with feedback that names its symptom."""
+"""The checks of notebooks 02-05: each planted mistake is caught with feedback that names its symptom.
+
+That every solution passes and every stub says "not written yet" is tested for all notebooks in test_workspace.py."""
 
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.grading import grade
-from helpers.workspace import exercise_notebook, find_source, grade_notebook, grade_source, notebook_text
-
-NOTEBOOKS = ["02", "03", "04", "05"]
-
-
-@pytest.mark.parametrize("number", NOTEBOOKS)
-def test_solutions_pass(number):
-    graded = grade_source(find_source(number))
-    assert graded
-    for g in graded:
-        assert g.report.passed, g.report.text()
-
-
-@pytest.mark.parametrize("number", NOTEBOOKS)
-def test_stubs_are_not_written_yet(number, tmp_path):
-    src = find_source(number)
-    path = tmp_path / f"{src.name}.ipynb"
-    path.write_text(notebook_text(exercise_notebook(src)), encoding="utf-8")
-    graded = grade_notebook(path)
-    assert [g.report.exercise for g in graded] == src.exercises
-    for g in graded:
-        assert not g.report.passed
-        assert "not written yet" in g.report.text(), g.report.text()
-
-
-def failing(exercise_id, fn, *phrases):
-    """Grade fn, assert it fails and that the report says every phrase; return the report's text."""
-    report = grade(exercise_id, fn)
-    text = report.text()
-    assert not report.passed, text
-    for phrase in phrases:
-        assert phrase in text, f"{phrase!r} not in:\n{text}"
-    return text
-
+from builders import failing
 
 # ---------------------------------------------------------------- 02
 

@@ -1,23 +1,15 @@
-"""The 09 and 10 checks pass the reference solutions and catch planted mistakes with a named symptom."""
+"""The 09 and 10 checks catch planted mistakes with a named symptom (solutions and stubs: test_workspace.py)."""
 
 import math
 from dataclasses import replace
 
-import pytest
 import torch
 
 from helpers.checks_research import _no_rescale
 from helpers.experiments import ExperimentConfig, run_experiment
 from helpers.grading import grade
-from helpers.workspace import find_source, grade_source
 
 SMALL = ExperimentConfig(steps=20, d_model=16, n_heads=2, seq_len=4, batch_size=16, eval_size=64)
-
-
-@pytest.mark.parametrize("number", ["09", "10"])
-def test_reference_solutions_pass(number):
-    graded = grade_source(find_source(number))
-    assert graded and all(g.report.passed for g in graded), [g.report.text() for g in graded]
 
 
 def _full_matrix(q, k, v, block_size, causal=False):
