@@ -46,6 +46,8 @@ class Report:
     def first_failure(self) -> str:
         """The first failing case in one line ('' when everything passed)."""
         for c in self.cases:
+            if not c.passed and c.detail == "not written yet":
+                return f"not written yet (hint: {c.hint})"
             if not c.passed:
                 return f"{c.name}: {c.detail}" + (f" (hint: {c.hint})" if c.hint else "")
         return ""
