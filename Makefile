@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up the environment, then run the whole course headless (HTML reports in build/full/html/)
 #   make test   set up the environment, then run ruff, pytest and nbval over the committed notebooks
+# The website: make site (build/site/index.html), make site-check (headless Chromium over every page)
 # Learn by building (exercises/ is yours: never overwritten, ignored by git):
 #   make exercises                 create the exercise notebooks that are missing in exercises/
 #   make check                     grade every exercise in exercises/ and print a scoreboard
@@ -15,7 +16,7 @@ STAMP := $(VENV)/.installed
 DATA_MIRROR ?= ../shared/data
 ARGS ?=
 
-.PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution
+.PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution site site-check
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,3 +72,9 @@ kernel: $(STAMP)
 
 clean:
 	rm -rf build artifacts/quick .pytest_cache
+
+site: $(STAMP)
+	@$(PY) website/build_site.py
+
+site-check: $(STAMP)
+	@$(PY) website/check_site.py

@@ -6,6 +6,9 @@
     python run_all.py --list          # show the notebooks and stop
     python run_all.py --write-back    # full run, then save the executed notebooks over notebooks/ (for committing)
 
+A complete run with HTML also builds the course website from its executed notebooks into build/site/
+(quick mode: build/quick/site/).
+
 A full run works on its own copy of the committed artifacts, build/full/artifacts/, and leaves artifacts/ and the
 README alone; --write-back (for maintainers, to commit a run) writes into artifacts/ and the README instead.
 Each notebook runs against a staging copy of those artifacts (build/MODE/staging/NN_name/); only when it succeeds
@@ -22,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -414,6 +418,16 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
     return atomic_write_text(html_dir / "index.html", page)
 
 
+def build_site(executed_dir: Path, out: Path) -> None:
+    """Build the course website from this run's executed notebooks (website/build_site.py); a failure only warns."""
+    cmd = [sys.executable, str(PROJECT_ROOT / "website" / "build_site.py"), "--notebooks", str(executed_dir)]
+    result = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
+    if result.returncode == 0:
+        print(result.stdout.strip())
+    else:
+        print(f"the website was not built: {result.stderr.strip()[-500:]}", file=sys.stderr)
+
+
 def report_failure(path: Path, out_path: Path, err: Exception, stage: Path | None = None) -> None:
     """Print which notebook and cell failed, with the error and where the partial copy is."""
     cell = getattr(err, "exec_count", None)
@@ -576,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         print("results: unchanged (no notebook succeeded)")
     if not args.no_html:
         print(f"reports: {relative(write_index(html_dir, rows, mode))}")
+        if complete and args.notebooks_dir.resolve() == NOTEBOOKS_DIR.resolve():
+            build_site(executed_dir, args.build_dir / "site" if mode == "full" else args.build_dir / mode / "site")
     skipped = len(notebooks) - len(rows)
     if failed:
         print(

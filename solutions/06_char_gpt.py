@@ -48,7 +48,7 @@ print(y)
 #
 # The model gives logits `(B, T, vocab_size)`: a score for every possible next id, at every position.
 # The loss is the cross-entropy averaged over all `B · T` positions,
-# $\mathcal{L} = -\frac{1}{BT} \sum_{b,t} \log \text{softmax}(\text{logits}_{b,t})[y_{b,t}]$.
+# $L = -\frac{1}{BT} \sum_{b,t} \log \text{softmax}(\text{logits}_{b,t})[y_{b,t}]$.
 # Return it as a scalar tensor (so that `backward()` can run).
 # Write it with `torch.log_softmax`; `torch.nn.functional.cross_entropy` computes the same, with the classes on axis 1.
 # A model that knows nothing gives every id the same probability: a loss of ln(vocab_size).

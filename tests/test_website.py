@@ -1,0 +1,71 @@
+"""The website builder: what it takes from a run, what it removes from the pages, and the link check."""
+
+import os
+import sys
+
+import nbformat
+import pytest
+
+from helpers.utils import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "website"))
+import build_site as site_build  # noqa: E402 - website/ is a folder of scripts, not a package
+import check_site  # noqa: E402
+
+
+def _notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 02 · Title"),
+        nbformat.v4.new_code_cell("mode = 'full'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("mode = 'quick'", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)"),
+        nbformat.v4.new_code_cell("train()"),
+        nbformat.v4.new_markdown_cell("## Exercises: write it yourself\n\n- `02.sdpa`"),
+    ]
+    nb.cells[4].outputs = [nbformat.v4.new_output("stream", name="stderr", text="step 1\rstep 2\rstep 3\ndone\n")]
+    return nb
+
+
+def test_clean_notebook_removes_scaffolding_and_progress_states():
+    nb = site_build.clean_notebook(_notebook(), "../exercises/02_x.ipynb")
+    sources = [c.source for c in nb.cells]
+    assert "mode = 'quick'" not in sources, "papermill's injected parameters are hidden"
+    assert "mode = 'full'" in sources, "the parameters cell stays"
+    assert "print(1)" in sources and not any("NBVAL" in s for s in sources)
+    assert nb.cells[3].outputs[0]["text"] == "step 3\ndone\n"
+    assert nb.cells[-1].source.endswith("(../exercises/02_x.ipynb)")
+
+
+def test_choose_notebooks_prefers_a_newer_good_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(site_build, "EXECUTED_DIR", tmp_path)
+    committed = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    good, failed = tmp_path / committed[0].name, tmp_path / committed[1].name
+    nbformat.write(_notebook(), good)
+    bad = _notebook()
+    bad.metadata["papermill"] = {"exception": True}
+    nbformat.write(bad, failed)
+    future = committed[0].stat().st_mtime + 60
+    os.utime(good, (future, future))
+    os.utime(failed, (future, future))
+    chosen = site_build.choose_notebooks()
+    assert chosen[committed[0].stem] == good
+    assert chosen[committed[1].stem] == committed[1], "a failed run's copy is never shown"
+    with pytest.raises(site_build.SiteError, match="missing"):
+        site_build.choose_notebooks(tmp_path)
+
+
+def test_link_check_finds_broken_links_and_missing_anchors(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<a href="a/page.html#here">ok</a><a href="a/page.html#nowhere">bad id</a><a href="gone.html">bad</a>'
+        '<img src="a/pic.png"><a href="https://example.org">out</a>'
+    )
+    (tmp_path / "a" / "page.html").write_text('<h1 id="here">x</h1><a href="../index.html">back</a>')
+    (tmp_path / "a" / "pic.png").write_bytes(b"")
+    problems, external = check_site.check_links(tmp_path)
+    assert problems == [
+        "index.html: a/page.html#nowhere names no id on its page",
+        "index.html: broken link gone.html",
+    ]
+    assert external == ["index.html -> https://example.org"]
