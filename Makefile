@@ -18,9 +18,14 @@ ARGS ?=
 
 .PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution site site-check
 
+# CPU-only PyTorch on Linux (PyPI's Linux wheel also pulls several GB of NVIDIA CUDA libraries):
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX)" ]; then $(PY) -m pip install --quiet torch==2.13.0 --index-url "$(TORCH_INDEX)"; fi
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
@@ -50,7 +55,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 lab: setup kernel
-	$(VENV)/bin/jupyter lab
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "running as root: starting JupyterLab with --allow-root"; \
+		$(VENV)/bin/jupyter lab --allow-root; \
+	else \
+		$(VENV)/bin/jupyter lab; \
+	fi
 
 exercises: setup
 	@$(PY) -m helpers.workspace create

@@ -35,7 +35,15 @@ from pathlib import Path
 import nbformat
 
 from helpers.metrics import MetricRecorder, collect_metrics, format_value, sync_readme, write_results
-from helpers.utils import ARTIFACTS_ENV, NOTEBOOKS_DIR, PROJECT_ROOT, artifacts_dir, atomic_write_text, relative
+from helpers.utils import (
+    ARTIFACTS_ENV,
+    COURSE_KERNEL,
+    NOTEBOOKS_DIR,
+    PROJECT_ROOT,
+    artifacts_dir,
+    atomic_write_text,
+    relative,
+)
 
 KERNEL = "python3"
 NOT_STAGED = ("quick", "tuning")  # folders of artifacts/ that a full-mode staging copy leaves out
@@ -104,8 +112,13 @@ def title_of(path: Path) -> str:
 
 
 def clean_for_commit(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop papermill's run metadata (timings, paths) so committed notebooks diff cleanly."""
+    """Drop papermill's run metadata (timings, paths) so committed notebooks diff cleanly; name the course's kernel.
+
+    The run itself uses the kernel of the running Python (KERNEL); JupyterLab opens the committed notebooks with the
+    course's kernel, which `make lab` (or `make kernel`) registers.
+    """
     nb.metadata.pop("papermill", None)
+    nb.metadata["kernelspec"] = dict(COURSE_KERNEL)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)

@@ -13,6 +13,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 MODES = ("quick", "full")
+# The Jupyter kernel that `make kernel` registers; committed and exercise notebooks name it.
+COURSE_KERNEL = {"name": "transformers-course", "display_name": "Python (transformers-course)", "language": "python"}
 
 
 def default_mode() -> str:

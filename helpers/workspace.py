@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.grading import CaseResult, Report, grade, load_checks
-from helpers.utils import PROJECT_ROOT, atomic_write_text, relative
+from helpers.utils import COURSE_KERNEL, PROJECT_ROOT, atomic_write_text, relative
 
 SOLUTIONS_DIR = PROJECT_ROOT / "solutions"
 WORKSPACE_DIR = PROJECT_ROOT / "exercises"
 BACKUP_DIR_NAME = "backup"
-KERNEL = {"name": "transformers-course", "display_name": "Python (transformers-course)", "language": "python"}
 CHECK_IMPORT = "from helpers.grading import check  # grades each exercise against the course's oracles"
 _HEADER = re.compile(r"^# %%(?: (?P<kind>\[markdown\]|exercise (?P<id>\S+)))?\s*$")
 _SOLUTION = re.compile(r"^(?P<indent>\s*)# SOLUTION hint: (?P<hint>.+?)\s*$")
@@ -183,7 +182,7 @@ def exercise_notebook(src: Source, with_solutions: bool = False) -> dict:
     return {
         "cells": cells,
         "metadata": {
-            "kernelspec": KERNEL,
+            "kernelspec": dict(COURSE_KERNEL),
             "language_info": {"name": "python"},
             "course_exercises": {"source": relative(src.path), "source_digest": src.digest()},
         },

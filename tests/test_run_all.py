@@ -158,3 +158,16 @@ def test_clean_for_commit_drops_run_metadata():
     cleaned = run_all.clean_for_commit(nb)
     assert "papermill" not in cleaned.metadata and len(cleaned.cells) == 1
     assert cleaned.cells[0].metadata == {}
+
+
+def test_committed_notebooks_name_the_course_kernel():
+    import nbformat
+
+    from helpers.utils import COURSE_KERNEL, NOTEBOOKS_DIR
+    from run_all import clean_for_commit
+
+    for path in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")):
+        assert nbformat.read(path, as_version=4).metadata["kernelspec"]["name"] == COURSE_KERNEL["name"], path.name
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.update(kernelspec={"name": "python3", "display_name": "Python 3"}, papermill={"duration": 1})
+    assert clean_for_commit(nb).metadata == {"kernelspec": COURSE_KERNEL}
