@@ -520,7 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed, changed = [], [], []
     interrupted = None
     started = time.perf_counter()
-    bar = tqdm(notebooks, desc=f"{mode} run", unit="nb", file=sys.stdout, dynamic_ncols=True)
+    # A live bar on a terminal; in a log (CI, nohup) only the one line per notebook below.
+    bar = tqdm(
+        notebooks, desc=f"{mode} run", unit="nb", file=sys.stdout, dynamic_ncols=True, disable=not sys.stdout.isatty()
+    )
     current = None  # (notebook, executed copy, staging folder, whether it has finished) while one is under way
     try:
         for path in bar:

@@ -69,3 +69,12 @@ def test_link_check_finds_broken_links_and_missing_anchors(tmp_path):
         "index.html: broken link gone.html",
     ]
     assert external == ["index.html -> https://example.org"]
+
+
+def test_results_are_grouped_by_notebook():
+    table = "# Results\n\nWritten by run_all.\n\n| metric | value | notebook |\n|---|---|---|\n"
+    table += "| `b.x` | 2 | 02_b |\n| `a.y` | 1 | 01_a |\n| `b.z` | 3 | 02_b |\n"
+    page = site_build.results_by_notebook(table)
+    assert page.index("## 01_a") < page.index("## 02_b")
+    assert "| `b.x` | 2 |\n| `b.z` | 3 |" in page
+    assert page.startswith("# Results\nWritten by run_all.")

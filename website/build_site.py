@@ -152,9 +152,33 @@ def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> list[st
     shutil.copytree(ROOT / "artifacts" / "figures", src / "artifacts" / "figures")  # the figures the notes show
     results = _results_page()
     if results.exists():
-        (src / "results.md").write_text(results.read_text(encoding="utf-8"), encoding="utf-8")
+        (src / "results.md").write_text(results_by_notebook(results.read_text(encoding="utf-8")), encoding="utf-8")
     (src / "index.md").write_text(_index(notebooks, exercises, notes, results.exists()), encoding="utf-8")
     return list(notebooks)
+
+
+def results_by_notebook(table: str) -> str:
+    """Regroup the results table (one flat table, a notebook column) into one section per notebook."""
+    head, groups, columns = [], {}, None
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None:
+            if not groups and columns is None:
+                head.append(line)
+        elif columns is None:
+            columns = cells
+        elif not set(line) <= set("|-: "):
+            row = dict(zip(columns, cells))
+            groups.setdefault(row.get("notebook", ""), []).append(row)
+    if columns is None or "notebook" not in columns:
+        return table
+    keep = [c for c in columns if c != "notebook"]
+    out = [line for line in head if line.strip()] + [""]
+    for notebook in sorted(groups):
+        out += [f"## {notebook}", "", "| " + " | ".join(keep) + " |", "|" + "---|" * len(keep)]
+        out += ["| " + " | ".join(row[c] for c in keep) + " |" for row in groups[notebook]]
+        out.append("")
+    return "\n".join(out)
 
 
 def _toctree(caption: str, entries: list[str]) -> str:
