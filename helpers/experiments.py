@@ -68,6 +68,7 @@ class ExperimentConfig:
     d_ff: int | None = None  # FFN width; None means 4 * d_model
     dropout: float = 0.0  # dropout in every block
     norm_first: bool = True  # Pre-LN (True) or Post-LN (False)
+    residual: bool = True  # residual connections around every sublayer (False: the sum drops its input)
     positional: str = "sinusoidal"  # "sinusoidal", "learned" or "none"
     max_len: int = 64  # longest sequence the positional encoding covers
     lr: float = 1e-3  # peak learning rate of Adam
@@ -90,6 +91,7 @@ class ExperimentConfig:
             d_ff=self.d_ff,
             dropout=self.dropout,
             norm_first=self.norm_first,
+            residual=self.residual,
         )
 
 

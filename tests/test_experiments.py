@@ -78,3 +78,16 @@ def test_divergence_is_detected():
         seq_len=4, d_model=16, n_heads=2, steps=20, batch_size=16, lr=50.0, eval_size=50, norm_first=False, n_layers=2
     )
     assert run_experiment(cfg).diverged
+
+
+def test_residual_switch_reaches_the_encoder():
+    from helpers.experiments import ExperimentConfig, ToyEncoder
+
+    cfg = ExperimentConfig(n_layers=2, residual=False)
+    assert cfg.transformer_config().residual is False
+    torch.manual_seed(0)
+    plain = ToyEncoder(cfg.transformer_config(), cfg.n_symbols)
+    torch.manual_seed(0)
+    with_res = ToyEncoder(ExperimentConfig(n_layers=2).transformer_config(), cfg.n_symbols)
+    x = torch.randint(0, 10, (3, 8))
+    assert not torch.allclose(plain.eval()(x), with_res.eval()(x)), "same weights, different wiring: outputs differ"
