@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import padding_mask as padding_mask_oracle
-from helpers.grading import CaseFailed, exercise, matching_mistake, weight_symptoms
+from helpers.grading import exercise, matching_mistake
 from helpers.layers import FeedForward
 from helpers.positional import sinusoidal_table
 
@@ -88,16 +88,6 @@ def _randn(g: torch.Generator, *shape: int, std: float = 1.0) -> torch.Tensor:
     return torch.randn(*shape, generator=g, dtype=torch.float64) * std
 
 
-def _call(c, fn, *args):
-    """c.call, with a hint for the error a view after a transpose raises."""
-    try:
-        return c.call(fn, *args)
-    except CaseFailed as e:
-        if "view size is not compatible" in e.detail and not e.hint:
-            e.hint = "a transposed tensor is not contiguous in memory, so view cannot merge its axes: reshape can"
-        raise
-
-
 def _pair(c, out, names: tuple[str, str], wants: tuple[torch.Tensor, torch.Tensor]):
     """Check that out is a pair of the two named results; say so when their order is swapped."""
     c.expect(
@@ -118,46 +108,6 @@ def _pair(c, out, names: tuple[str, str], wants: tuple[torch.Tensor, torch.Tenso
         f"return ({names[0]}, {names[1]}) in that order",
     )
     return a, b
-
-
-def _symptom_hint(symptom: str) -> str:
-    """A hint for a symptom of attention weights, used when no known mistake matches."""
-    if "NaN" in symptom:
-        return "a softmax over a row of -inf is 0/0: give a query whose keys are all masked zero weights"
-    if "every key masked" in symptom:
-        return "a large negative number instead of -inf spreads a fully masked row evenly over its keys"
-    if "above the diagonal" in symptom or "masked key" in symptom:
-        return (
-            "a forbidden key needs a score of -inf before the softmax; a boolean mask is True where a query may attend"
-        )
-    return ""
-
-
-def _expect_weights(c, got, want, allowed=None, mistakes=None, what="attn_weights") -> None:
-    """c.expect_weights, with a hint for the symptom when no known mistake matches."""
-    if isinstance(got, torch.Tensor) and got.shape == want.shape:
-        symptom = weight_symptoms(got, allowed)
-        if symptom:
-            c.fail(symptom, matching_mistake(got, mistakes or {}) or _symptom_hint(symptom))
-    c.expect_close(what, got, want, mistakes=mistakes)
-
-
-def _expect_raises(c, error: type[Exception], why: str, fn, *args) -> None:
-    """Pass when fn(*args) raises `error`; fail naming what it did instead."""
-    try:
-        got = c.call(fn, *args)
-    except CaseFailed as e:
-        if e.detail.startswith(f"raised {error.__name__}:"):
-            return
-        c.fail(
-            f"should raise {error.__name__} ({why}); it {e.detail}",
-            f"check the argument first and raise {error.__name__}",
-        )
-    shape = f"a tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
-    c.fail(
-        f"should raise {error.__name__} ({why}), but returned {shape}",
-        f"check the argument first and raise {error.__name__}",
-    )
 
 
 def _expect_bool_mask(c, got, want: torch.Tensor, what: str = "the mask") -> None:
@@ -277,7 +227,7 @@ def _sdpa(fn, case):
         with case(name) as c:
             for mask in masks:
                 args = (q.clone(), k.clone(), v.clone()) + (() if mask is None else (mask.clone(),))
-                out = _call(c, fn, *args)
+                out = c.call(fn, *args)
                 want_out, want_w = _torch_attention(q, k, v, mask), _attention(q, k, v, mask)[1]
                 output, attn_weights = _pair(c, out, ("output", "attn_weights"), (want_out, want_w))
                 mistakes = _sdpa_mistakes(q, k, v, mask)
@@ -285,7 +235,7 @@ def _sdpa(fn, case):
                 weight_mistakes = {label: w for label, (_, w) in mistakes.items()}
                 if mask is keep:
                     _expect_no_padding_weight(c, attn_weights, keep, want_w, weight_mistakes)
-                _expect_weights(c, attn_weights, want_w, allowed, weight_mistakes)
+                c.expect_weights(attn_weights, want_w, allowed, weight_mistakes)
                 c.expect_close("output", output, want_out, mistakes={label: o for label, (o, _) in mistakes.items()})
 
 
@@ -302,7 +252,7 @@ _CAUSAL_MISTAKES = {
 def _causal_mask(fn, case):
     for name, n in [("seq_len = 5: query i sees keys 0..i, itself included", 5), ("seq_len = 1: one token", 1)]:
         with case(name) as c:
-            got = _call(c, fn, n)
+            got = c.call(fn, n)
             want = torch.ones(n, n, dtype=torch.bool).tril()
             _expect_bool_mask(c, got, want)
             if not torch.equal(got.cpu(), want):
@@ -316,7 +266,7 @@ def _causal_mask(fn, case):
                 mistakes = {label: make(n) for label, make in _CAUSAL_MISTAKES.items()}
                 c.fail(detail, matching_mistake(got, mistakes) or "keep the lower triangle, diagonal included")
     with case("used as an attention mask (T = 6): no weight above the diagonal") as c:
-        got = _call(c, fn, 6)
+        got = c.call(fn, 6)
         want = torch.ones(6, 6, dtype=torch.bool).tril()
         _expect_bool_mask(c, got, want)
         q, k, v = _random_qkv(6, 6, 4, 3)
@@ -346,7 +296,7 @@ def _padding_mask(fn, case):
     for name, ids, pad_id in cases:
         with case(name) as c:
             tokens = torch.tensor(ids)
-            got = _call(c, fn, tokens.clone(), pad_id)
+            got = c.call(fn, tokens.clone(), pad_id)
             want = padding_mask_oracle(tokens, pad_id)
             _expect_bool_mask(c, got, want)
             if not torch.equal(got.cpu(), want):
@@ -416,7 +366,7 @@ def _split_heads(fn, case):
     ]:
         with case(name) as c:
             x = _coded(b, t, c_model)
-            got = _call(c, fn, x.clone(), h)
+            got = c.call(fn, x.clone(), h)
             want = _split_ref(x, h)
             d = c_model // h
             c.expect(isinstance(got, torch.Tensor), f"the result should be a tensor, got {type(got).__name__}")
@@ -447,7 +397,7 @@ def _merge_heads(fn, case):
         with case(name) as c:
             want = _coded(b, t, c_model)
             x = _split_ref(want, h)  # (B, H, T, D)
-            got = _call(c, fn, x.clone())
+            got = c.call(fn, x.clone())
             d = c_model // h
             c.expect(isinstance(got, torch.Tensor), f"the result should be a tensor, got {type(got).__name__}")
             c.expect(
@@ -528,10 +478,10 @@ def _multi_head(fn, case):
                         x_q, x_kv, projs, n_heads, mask, invert=True
                     )
                 args = (x_q.clone(), x_q.clone() if x_kv is x_q else x_kv.clone(), *projs, n_heads)
-                out = _call(c, fn, *args) if mask is None else _call(c, fn, *args, mask.clone())
+                out = c.call(fn, *args) if mask is None else c.call(fn, *args, mask.clone())
             output, attn_weights = _pair(c, out, ("output", "attn_weights"), (want_out, want_w))
             weight_mistakes = {label: w for label, (_, w) in mistakes.items()}
-            _expect_weights(c, attn_weights, want_w, None if mask is None else mask, weight_mistakes)
+            c.expect_weights(attn_weights, want_w, None if mask is None else mask, weight_mistakes)
             c.expect_close("output", output, want_out, mistakes={label: o for label, (o, _) in mistakes.items()})
 
 
@@ -574,13 +524,13 @@ def _sinusoidal(fn, case):
         ("seq_len = 50, d_model = 64 (the table drawn in notebook 04)", 50, 64),
     ]:
         with case(name) as c:
-            got = _call(c, fn, seq_len, d_model)
+            got = c.call(fn, seq_len, d_model)
             want = sinusoidal_table(seq_len, d_model)
             mistakes = {label: _sinusoid_variant(seq_len, d_model, **kw) for label, kw in _SINUSOID_MISTAKES.items()}
             # float32 arithmetic, as in the notebook, is off by about 2e-6 at position 50
             c.expect_close("the table", got, want, atol=2e-5, rtol=1e-5, mistakes=mistakes)
     with case("an odd d_model (7) raises ValueError") as c:
-        _expect_raises(c, ValueError, "a sine and a cosine per frequency need an even d_model", fn, 4, 7)
+        c.expect_raises(ValueError, "a sine and a cosine per frequency need an even d_model", fn, 4, 7)
 
 
 # ---------------------------------------------------------------- 05 transformer block
@@ -613,7 +563,7 @@ def _feed_forward(fn, case):
             if single:
                 x = x[:, 2:3]
             with torch.no_grad():
-                got = _call(c, fn, x.clone(), linear1, linear2)
+                got = c.call(fn, x.clone(), linear1, linear2)
                 want = oracle(x)
                 hidden = linear1(x)
                 mistakes = {
@@ -642,7 +592,7 @@ def _layer_norm(fn, case):
             c_model = x.shape[-1]
             gamma, beta = 1 + _randn(g, c_model, std=0.5), _randn(g, c_model, std=0.5)
             args = (x.clone(), gamma.clone(), beta.clone()) + (() if eps is None else (eps,))
-            got = _call(c, fn, *args)
+            got = c.call(fn, *args)
             e = 1e-5 if eps is None else eps
             want = F.layer_norm(x, (c_model,), gamma, beta, e)
             centred = x - x.mean(-1, keepdim=True)
@@ -757,7 +707,7 @@ def _check_block(fn, case, norm_first: bool):
         (f"(2, 5, 8), 2 heads, d_ff = 16, GELU: equal to nn.TransformerEncoderLayer ({kind})", self_attn, ff),
     ]:
         with case(name) as c:
-            got = _call(c, fn, x.clone(), attn, feed, *norms)
+            got = c.call(fn, x.clone(), attn, feed, *norms)
             want = layer(x) if attn is self_attn else (x if norm_first else norms[1](norms[0](x)))
             mistakes = {label: make(x, attn, feed, *norms) for label, make in _BLOCK_MISTAKES[norm_first].items()}
             c.expect_close("the block's output", got, want, mistakes=mistakes)

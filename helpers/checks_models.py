@@ -19,7 +19,7 @@ from torch import nn
 from helpers.datasets import get_batch
 from helpers.decoding import top_k_filter, top_p_filter
 from helpers.evaluation import clipped_matches
-from helpers.grading import CaseFailed, exercise, matching_mistake, mistake_hint
+from helpers.grading import exercise, matching_mistake, mistake_hint
 from helpers.models import GPT, GPTConfig
 from helpers.training import warmup_cosine
 
@@ -48,22 +48,8 @@ def _expect_number(c, what: str, got, want: float, mistakes: dict[str, float] | 
     value = _as_float(c, got, what)
     if _close(value, want, tol):
         return
-    found = _first_mistake(value, mistakes or {}, lambda a, b: _close(a, b, tol))
+    found = matching_mistake(value, mistakes or {}, same=lambda a, b: _close(a, b, tol))
     c.fail(f"{what} is {value:.6g}, expected {want:.6g}", found or hint)
-
-
-def _first_mistake(got, mistakes: dict, same) -> str:
-    """The first mistake whose (non-tensor) output `same` judges equal to got ('' when none)."""
-    return next((mistake_hint(k) for k, v in mistakes.items() if same(got, v)), "")
-
-
-def _call(c, fn, *args, error_hints: tuple[tuple[str, str], ...] = ()):
-    """c.call, adding a hint for errors whose message contains a known phrase."""
-    try:
-        return c.call(fn, *args)
-    except CaseFailed as e:
-        hint = next((h for needle, h in error_hints if needle in e.detail), "")
-        raise CaseFailed(e.detail, e.hint or hint) from None
 
 
 def _expect_loss(c, got, want: torch.Tensor, mistakes: dict[str, torch.Tensor], what: str = "the loss") -> None:
@@ -104,7 +90,7 @@ def _batch(fn, case):
         ),
     ]:
         with case(name) as c:
-            out = _call(c, fn, d.clone(), starts.clone(), block_size)
+            out = c.call(fn, d.clone(), starts.clone(), block_size)
             c.expect(isinstance(out, tuple) and len(out) == 2, "return a tuple (x, y)")
             x, y = out
             offsets = starts[:, None] + torch.arange(block_size)  # (B, 1) + (T,) -> (B, T)
@@ -142,7 +128,7 @@ def _lm_loss(fn, case):
         with case(name) as c:
             logits = torch.randn(b, t, v, generator=g, dtype=F64) * scale
             targets = torch.randint(v, (b, t), generator=g)
-            out = _call(c, fn, logits.clone().requires_grad_(True), targets.clone(), error_hints=flat_hint)
+            out = c.call(fn, logits.clone().requires_grad_(True), targets.clone(), error_hints=flat_hint)
             want = F.cross_entropy(logits.reshape(-1, v), targets.reshape(-1))
             per_position = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, V, T) -> (B, T)
             wrong_axis = -torch.log_softmax(logits, dim=1).gather(-1, targets[..., None]).mean()
@@ -278,7 +264,7 @@ def _warmup_cosine(fn, case):
                 c.fail(
                     f"the learning rate at step {s} is {got[bad[0]]:.6g}, expected {want[bad[0]]:.6g} "
                     f"({len(bad)} of the {len(got)} steps differ)",
-                    _first_mistake(got, wrong, _same_numbers),
+                    matching_mistake(got, wrong, same=_same_numbers),
                 )
 
 
@@ -700,7 +686,7 @@ def _greedy(fn, case):
             first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
             c.fail(
                 f"the output is {got}, expected {want} (first difference at position {first})",
-                _first_mistake(got, mistakes, lambda a, b: a == b),
+                matching_mistake(got, mistakes, same=lambda a, b: a == b),
             )
 
 
@@ -785,7 +771,7 @@ def _beam_step(fn, case):
             c.fail(
                 f"beam {i} (best first) is {got[i][0]} with score {got[i][1]:.4f}, expected {want[i][0]} with "
                 f"score {want[i][1]:.4f}",
-                _first_mistake(got, wrong, _same_beams),
+                matching_mistake(got, wrong, same=_same_beams),
             )
 
 
@@ -842,7 +828,10 @@ def _clipped_precision(fn, case):
             want = clipped_matches(hyp, list(refs), n)
             if got != want:
                 wrong = {label: _clipped(hyp, refs, n, rule) for rule, label in _CLIP_MISTAKES.items()}
-                c.fail(f"(matched, total) is {got}, expected {want}", _first_mistake(got, wrong, lambda a, b: a == b))
+                c.fail(
+                    f"(matched, total) is {got}, expected {want}",
+                    matching_mistake(got, wrong, same=lambda a, b: a == b),
+                )
 
 
 @exercise("08.brevity_penalty", "the brevity penalty", "brevity_penalty")

@@ -86,8 +86,11 @@ class Case:
     def __init__(self, name: str):
         self.name = name
 
-    def call(self, fn: Callable, *args, **kwargs):
-        """Call the learner's function; report an exception it raises as this case's failure."""
+    def call(self, fn: Callable, *args, error_hints: tuple[tuple[str, str], ...] = (), **kwargs):
+        """Call the learner's function; report an exception it raises as this case's failure.
+
+        error_hints: (phrase, hint) pairs; an error whose message contains the phrase gets that hint.
+        """
         try:
             return fn(*args, **kwargs)
         except NotImplementedError as e:
@@ -95,7 +98,24 @@ class Case:
         except CaseFailed:
             raise
         except Exception as e:  # noqa: BLE001 - any error in the learner's code is feedback, not a crash
-            raise CaseFailed(f"raised {type(e).__name__}: {e}", _error_hint(e)) from None
+            hint = next((h for phrase, h in error_hints if phrase in str(e)), "") or _error_hint(e)
+            raise CaseFailed(f"raised {type(e).__name__}: {e}", hint) from None
+
+    def expect_raises(self, error: type[Exception], why: str, fn: Callable, *args) -> None:
+        """Pass when fn(*args) raises `error`; fail naming what it did instead."""
+        hint = f"check the argument first and raise {error.__name__}"
+        try:
+            got = fn(*args)
+        except NotImplementedError as e:
+            raise NotWritten(str(e) or "this function is still the stub") from None
+        except error:
+            return
+        except Exception as e:  # noqa: BLE001 - the wrong error is feedback
+            raise CaseFailed(
+                f"should raise {error.__name__} ({why}); it raised {type(e).__name__}: {e}", hint
+            ) from None
+        shape = f"a tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
+        raise CaseFailed(f"should raise {error.__name__} ({why}), but returned {shape}", hint)
 
     def fail(self, detail: str, hint: str = "") -> None:
         """Stop the case as failed."""
@@ -138,13 +158,15 @@ class Case:
         if isinstance(got, torch.Tensor) and got.shape == want.shape:
             symptom = weight_symptoms(got, allowed)
             if symptom:
-                raise CaseFailed(symptom, matching_mistake(got, mistakes or {}))
+                raise CaseFailed(symptom, matching_mistake(got, mistakes or {}) or symptom_hint(symptom))
         self.expect_close(what, got, want, mistakes=mistakes)
 
 
 def _error_hint(e: Exception) -> str:
     """A hint for common errors raised by tensor code."""
     msg = str(e)
+    if "view size is not compatible" in msg:
+        return "a transposed tensor is not contiguous in memory, so view cannot merge its axes: reshape can"
     if isinstance(e, RuntimeError) and ("size of tensor" in msg or "shapes cannot be multiplied" in msg):
         return "two shapes do not fit: print the shape of each tensor before the line that fails"
     if isinstance(e, IndexError | RuntimeError) and "Dimension out of range" in msg:
@@ -179,11 +201,27 @@ def mistake_hint(label: str) -> str:
     return f"your output matches a known mistake: {label}"
 
 
-def matching_mistake(got, mistakes: dict[str, torch.Tensor], atol: float = 1e-6, rtol: float = 1e-5) -> str:
-    """The first mistake whose output got equals ('' when none does)."""
+def matching_mistake(got, mistakes: dict, atol: float = 1e-6, rtol: float = 1e-5, same: Callable | None = None) -> str:
+    """The first mistake whose output got equals ('' when none does).
+
+    Outputs are tensors compared within tolerance, unless `same(got, wrong)` is given (for numbers, lists, tuples).
+    """
     for label, wrong in mistakes.items():
-        if difference("", got, wrong, atol, rtol) is None:
+        if same(got, wrong) if same else difference("", got, wrong, atol, rtol) is None:
             return mistake_hint(label)
+    return ""
+
+
+def symptom_hint(symptom: str) -> str:
+    """The likely cause of a symptom that weight_symptoms names ('' when there is no usual one)."""
+    if "NaN" in symptom:
+        return "a softmax over a row of -inf is 0/0: give a query whose keys are all masked zero weights"
+    if "every key masked" in symptom:
+        return "a large negative number instead of -inf spreads a fully masked row evenly over its keys"
+    if "above the diagonal" in symptom or "masked key" in symptom:
+        return (
+            "a forbidden key needs a score of -inf before the softmax; a boolean mask is True where a query may attend"
+        )
     return ""
 
 

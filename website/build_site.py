@@ -127,7 +127,7 @@ def _results_page() -> Path:
     return committed
 
 
-def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> list[str]:
+def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> None:
     """Write the Sphinx source tree: cleaned notebooks, exercise notebooks, notes, results and the index."""
     if src.exists():
         shutil.rmtree(src)
@@ -154,7 +154,6 @@ def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> list[st
     if results.exists():
         (src / "results.md").write_text(results_by_notebook(results.read_text(encoding="utf-8")), encoding="utf-8")
     (src / "index.md").write_text(_index(notebooks, exercises, notes, results.exists()), encoding="utf-8")
-    return list(notebooks)
 
 
 def results_by_notebook(table: str) -> str:
