@@ -5,6 +5,7 @@
     python run_all.py --only 03 05    # a selection (by number or name); --from 06 starts there
     python run_all.py --list          # show the notebooks and stop
     python run_all.py --write-back    # full run, then save the executed notebooks over notebooks/ (for committing)
+    python run_all.py --only 06 --reuse-checkpoints   # load the saved model instead of training it again
 
 A complete run with HTML also builds the course website from its executed notebooks into build/site/
 (quick mode: build/quick/site/).
@@ -196,8 +197,25 @@ def _stop_kernel(km) -> None:
             pass
 
 
-def execute(path: Path, out_path: Path, mode: str, timeout: int | None, kernel_log: Path | None = None) -> None:
+def declared_parameters(path: Path) -> str:
+    """Return the source of a notebook's `parameters` cell ("" when it has none)."""
+    nb = nbformat.read(path, as_version=4)
+    cells = [c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return cells[0] if cells else ""
+
+
+def execute(
+    path: Path,
+    out_path: Path,
+    mode: str,
+    timeout: int | None,
+    kernel_log: Path | None = None,
+    reuse_checkpoints: bool = False,
+) -> None:
     """Execute one notebook with papermill in the notebooks folder, as JupyterLab and nbval do.
+
+    With reuse_checkpoints, a notebook whose parameters declare `reuse_checkpoint` loads its saved model instead of
+    training (when the checkpoint exists).
 
     Raises Interrupted after Ctrl-C, once the kernel is shut down; papermill's errors for a failing cell.
     """
@@ -211,6 +229,8 @@ def execute(path: Path, out_path: Path, mode: str, timeout: int | None, kernel_l
             raise Interrupted(_Run.cell_id)
 
     parameters = {"mode": "quick"} if mode == "quick" else {}
+    if reuse_checkpoints and "reuse_checkpoint" in declared_parameters(path):
+        parameters["reuse_checkpoint"] = True
     kernel_log = kernel_log or out_path.with_suffix(".kernel.log")
     kernel_log.parent.mkdir(parents=True, exist_ok=True)
     kernel_log.write_bytes(b"")
@@ -479,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export")
     parser.add_argument("--keep-going", action="store_true", help="run later notebooks after a failure")
     parser.add_argument("--write-back", action="store_true", help="save executed notebooks over notebooks/ (full mode)")
+    parser.add_argument(
+        "--reuse-checkpoints",
+        action="store_true",
+        help="notebooks that train (06, 08) load their saved checkpoint instead of training again",
+    )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -539,7 +564,12 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ[ARTIFACTS_ENV] = str(stage)  # the kernel inherits it: the notebook writes into the copy
                 try:
                     execute(
-                        path, out_path, mode, args.timeout, args.build_dir / mode / "kernel_logs" / f"{path.stem}.log"
+                        path,
+                        out_path,
+                        mode,
+                        args.timeout,
+                        args.build_dir / mode / "kernel_logs" / f"{path.stem}.log",
+                        reuse_checkpoints=args.reuse_checkpoints,
                     )
                 finally:
                     os.environ[ARTIFACTS_ENV] = str(real_root)
@@ -576,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
 
     succeeded = len(rows) - len(failed)
     complete = not failed and not interrupted and not args.only and not args.start  # the whole course ran and passed
-    if complete and args.notebooks_dir.resolve() == NOTEBOOKS_DIR.resolve():
+    if complete and not args.reuse_checkpoints and args.notebooks_dir.resolve() == NOTEBOOKS_DIR.resolve():
         record_run_times(rows, time.perf_counter() - started, mode)
     if succeeded or changed:  # the merged results follow the metric files; a failed notebook's are as they were
         with sigint_deferred():

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.positional import RotaryEmbedding
+
 
 def check_p(p: float) -> None:
     """Raise a ValueError naming p unless it is a probability (a dropout rate)."""
@@ -135,9 +137,20 @@ class MultiHeadAttention(nn.Module):
 
     `use_sdpa=True` selects PyTorch's fused F.scaled_dot_product_attention for the inner product; the tests
     prove it equal to the from-scratch path. Attention weights always come from the from-scratch path.
+    `rope=True` rotates queries and keys by their absolute positions (helpers.positional.RotaryEmbedding) after
+    the heads are split, in self-attention only; its table is a non-persistent buffer, so the state_dict keys
+    are the same with and without it.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, use_sdpa: bool = False):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        use_sdpa: bool = False,
+        rope: bool = False,
+    ):
         super().__init__()
         if d_model < 1 or n_heads < 1:
             raise ValueError(f"d_model and n_heads must be positive, got d_model={d_model}, n_heads={n_heads}")
@@ -150,6 +163,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rope = rope
+        self.rotary = RotaryEmbedding(self.d_head) if rope else None  # raises unless d_head is even
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, H, T, D) with C = H * D."""
@@ -176,6 +191,8 @@ class MultiHeadAttention(nn.Module):
         causal: add a causal mask (aligned to the last positions when a cache holds earlier keys).
         cache: a dict that keeps keys and values between calls: self-attention appends the new ones,
         cross-attention computes them once from context and reuses them.
+        With rope, the new queries and keys sit at positions offset.., offset = the number of keys already cached;
+        cached keys were stored already rotated, so cached decoding equals recomputing the whole sequence.
         Returns the output (B, T_q, C) and, if need_weights, the per-head weights (B, H, T_q, T_k).
         """
         if x.dim() != 3 or x.shape[-1] != self.d_model:
@@ -186,6 +203,11 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"context must have shape (B={x.shape[0]}, T_k, d_model={self.d_model}), got {tuple(context.shape)}"
             )
+        if self.rope and context is not None:
+            raise ValueError(
+                "rope=True is for self-attention only: in cross-attention queries and keys come from different "
+                "sequences, so their positions cannot be compared"
+            )
         q = self.split_heads(self.q_proj(x))  # (B, T_q, C) -> (B, H, T_q, D)
         if context is not None and cache is not None and "k" in cache:
             k, v = cache["k"], cache["v"]  # cross-attention: the encoder output does not change while decoding
@@ -193,6 +215,9 @@ class MultiHeadAttention(nn.Module):
             source = x if context is None else context
             k = self.split_heads(self.k_proj(source))  # (B, T_k, C) -> (B, H, T_k, D)
             v = self.split_heads(self.v_proj(source))
+            if self.rotary is not None:  # rotate q and k (never v) by their absolute positions
+                offset = cache["k"].shape[2] if cache is not None and "k" in cache else 0  # positions already cached
+                q, k = self.rotary(q, offset), self.rotary(k, offset)  # (B, H, T, D) each
             if cache is not None:
                 if context is None and "k" in cache:
                     k = torch.cat([cache["k"], k], dim=2)

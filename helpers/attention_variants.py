@@ -8,14 +8,19 @@ What it gives up: the weights phi(q_i) . phi(k_j) form a matrix of rank at most 
 them, so a query cannot put nearly all of its weight on one key the way softmax can; in causal form the whole past
 is squeezed into one (D, D) state per head, so it recalls fewer distinct tokens; the normaliser is a sum that can
 get small, so it needs an epsilon. It is a different model, not a faster way to compute the same one.
+
+Block-by-block attention (FlashAttention's idea) is the opposite trade: the same softmax attention, exactly, computed
+one (block, block) tile of scores at a time with an "online softmax", so memory grows with T * block, not T^2.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from helpers.attention import MultiHeadAttention
+from helpers.attention import MultiHeadAttention, _check_qkv
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +95,8 @@ class LinearMultiHeadAttention(MultiHeadAttention):
         q = self.split_heads(self.q_proj(x))  # (B, T, C) -> (B, H, T, D)
         k = self.split_heads(self.k_proj(x))
         v = self.split_heads(self.v_proj(x))
+        if self.rotary is not None:  # rotary positions rotate q and k, as in softmax attention
+            q, k = self.rotary(q), self.rotary(k)
         out = linear_attention(q, k, v, causal=causal)  # (B, H, T, D)
         return self.out_proj(self.merge_heads(out)), None  # (B, H, T, D) -> (B, T, C)
 
@@ -100,7 +107,63 @@ def use_linear_attention(model: torch.nn.Module) -> torch.nn.Module:
         attn = getattr(module, "self_attn", None)
         if isinstance(attn, MultiHeadAttention) and not isinstance(attn, LinearMultiHeadAttention):
             bias = attn.q_proj.bias is not None
-            linear = LinearMultiHeadAttention(attn.d_model, attn.n_heads, attn.dropout, bias=bias)
+            linear = LinearMultiHeadAttention(
+                attn.d_model, attn.n_heads, attn.dropout, bias=bias, rope=attn.rotary is not None
+            )
             linear.load_state_dict(attn.state_dict())
             module.self_attn = linear.to(device=attn.q_proj.weight.device, dtype=attn.q_proj.weight.dtype)
     return model
+
+
+def blockwise_attention(q, k, v, block_size: int = 64, causal: bool = False, scale: float | None = None):
+    """Compute softmax(q k^T * scale) v one (block, block) tile at a time, never building the (T_q, T_k) scores.
+
+    q: (..., T_q, D), k: (..., T_k, D), v: (..., T_k, D_v) -> (..., T_q, D_v); scale defaults to 1 / sqrt(D).
+    Equal to F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale) with the course's causal mask,
+    mask = helpers.attention.causal_mask(T_q, T_k): the queries are the last T_q positions, so query i sees keys
+    j <= i + (T_k - T_q) (with T_q == T_k this is F.sdpa's is_causal=True). A query that sees no key at all (only
+    possible when T_k = 0) gets a zero output, not NaN.
+
+    Online softmax, per query row, over key blocks S_b = scale * q K_b^T, starting from m = -inf, denom = 0, acc = 0:
+        m' = max(m, max_j S_b[j])                                        the running max (a numerical shift only)
+        denom' = denom * exp(m - m') + sum_j exp(S_b[j] - m')            the running normaliser sum_j exp(S[j] - m')
+        acc' = acc * exp(m - m') + sum_j exp(S_b[j] - m') V_b[j]         the running unnormalised output
+    and at the end out = acc / denom = sum_j softmax(S)[j] V[j]. With causal=True, key blocks that lie entirely in the
+    future of a query block are skipped: with T_q = T_k = n blocks, n (n + 1) / 2 tiles instead of n^2.
+    """
+    _check_qkv(q, k, v)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    if causal and t_q > t_k:
+        raise ValueError(f"causal attention needs T_q <= T_k (the queries are the last positions), got {t_q} > {t_k}")
+    offset = t_k - t_q if causal else 0  # query i sits at position i + offset among the keys
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    rows_out = []
+    for q0 in range(0, t_q, block_size):
+        qb = q[..., q0 : q0 + block_size, :] * scale  # (..., b_q, D), scaled once per query block
+        b_q = qb.shape[-2]
+        m = torch.full((*qb.shape[:-1], 1), float("-inf"), dtype=q.dtype, device=q.device)  # (..., b_q, 1)
+        denom = torch.zeros_like(m)  # (..., b_q, 1)
+        acc = torch.zeros((*qb.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)  # (..., b_q, D_v)
+        k_stop = min(t_k, q0 + b_q + offset) if causal else t_k  # later keys are in the future of every row
+        for k0 in range(0, k_stop, block_size):
+            kb, vb = k[..., k0 : k0 + block_size, :], v[..., k0 : k0 + block_size, :]  # (..., b_k, D), (..., b_k, D_v)
+            b_k = kb.shape[-2]
+            s = qb @ kb.transpose(-2, -1)  # (..., b_q, D) @ (..., D, b_k) -> (..., b_q, b_k)
+            if causal and k0 + b_k - 1 > q0 + offset:  # the tile's last key is past its first query: mask the future
+                rows = torch.arange(q0 + offset, q0 + offset + b_q, device=q.device)[:, None]  # (b_q, 1) positions
+                cols = torch.arange(k0, k0 + b_k, device=q.device)[None, :]  # (1, b_k)
+                s = s.masked_fill(cols > rows, float("-inf"))  # (..., b_q, b_k)
+            # The result does not depend on m (it cancels in acc / denom), so no gradient needs to flow through it.
+            m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True)).detach()  # (..., b_q, 1)
+            m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # a row that has seen no key: avoid -inf - -inf
+            rescale = torch.exp(m - m_safe)  # (..., b_q, 1), exp(m_old - m_new) <= 1; 0 on a row's first keys
+            p = torch.exp(s - m_safe)  # (..., b_q, b_k), unnormalised weights, 0 where masked
+            denom = denom * rescale + p.sum(dim=-1, keepdim=True)
+            acc = acc * rescale + p @ vb  # (..., b_q, b_k) @ (..., b_k, D_v) -> (..., b_q, D_v)
+            m = m_new
+        rows_out.append(acc / denom.masked_fill(denom == 0, 1.0))  # denom = 0 only where no key was seen, acc = 0 too
+    if not rows_out:  # T_q = 0
+        return torch.zeros((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+    return torch.cat(rows_out, dim=-2)  # (..., T_q, D_v)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import causal_mask, scaled_dot_product_attention
-from helpers.attention_variants import linear_attention
+from helpers.attention_variants import blockwise_attention, linear_attention
 from helpers.decoding import generate
 from helpers.measure import peak_memory_bytes, time_fn
 from helpers.speedups import autocast
@@ -24,7 +24,7 @@ ATTENTION_METHODS = ("naive", "sdpa", "linear")  # from-scratch softmax, PyTorch
 
 
 def attention_fn(method: str, causal: bool = True):
-    """Return f(q, k, v) -> output for one attention method: "naive", "sdpa" or "linear"."""
+    """Return f(q, k, v) -> output for one attention method: "naive", "sdpa", "linear" or "blockwise" (tiles of 64)."""
     if method == "naive":
 
         def naive(q, k, v):
@@ -36,7 +36,9 @@ def attention_fn(method: str, causal: bool = True):
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     if method == "linear":
         return lambda q, k, v: linear_attention(q, k, v, causal=causal)
-    raise ValueError(f"unknown attention method {method!r}; choose from {ATTENTION_METHODS}")
+    if method == "blockwise":
+        return lambda q, k, v: blockwise_attention(q, k, v, block_size=64, causal=causal)
+    raise ValueError(f"unknown attention method {method!r}; choose from {(*ATTENTION_METHODS, 'blockwise')}")
 
 
 def make_qkv(

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.layers import Encoder, TransformerConfig
-from helpers.positional import make_positional
+from helpers.positional import ATTENTION_POSITIONAL_ENCODINGS, make_positional
 from helpers.training import TrainConfig, train
 from helpers.utils import set_seed
 
@@ -37,13 +37,19 @@ def make_task_batch(
 
 
 class ToyEncoder(nn.Module):
-    """Token embedding + positional encoding ("sinusoidal", "learned" or "none") + Encoder + a per-position head."""
+    """Token embedding + positional encoding ("sinusoidal", "learned", "rope", "none") + Encoder + a per-position head.
+
+    "rope" adds nothing to the embeddings: the encoder's self-attention rotates queries and keys (cfg.rope=True).
+    """
 
     def __init__(self, cfg: TransformerConfig, n_symbols: int, positional: str = "sinusoidal", max_len: int = 64):
         super().__init__()
+        if positional == "rope" and not cfg.rope:
+            cfg = replace(cfg, rope=True)
         self.d_model = cfg.d_model
         self.embed = nn.Embedding(n_symbols, cfg.d_model)
-        self.pos = None if positional == "none" else make_positional(positional, cfg.d_model, max_len)
+        in_attention = positional == "none" or positional in ATTENTION_POSITIONAL_ENCODINGS
+        self.pos = None if in_attention else make_positional(positional, cfg.d_model, max_len)
         self.encoder = Encoder(cfg)
         self.head = nn.Linear(cfg.d_model, n_symbols)
 
@@ -69,7 +75,7 @@ class ExperimentConfig:
     dropout: float = 0.0  # dropout in every block
     norm_first: bool = True  # Pre-LN (True) or Post-LN (False)
     residual: bool = True  # residual connections around every sublayer (False: the sum drops its input)
-    positional: str = "sinusoidal"  # "sinusoidal", "learned" or "none"
+    positional: str = "sinusoidal"  # "sinusoidal", "learned", "rope" (rotary, inside attention) or "none"
     max_len: int = 64  # longest sequence the positional encoding covers
     lr: float = 1e-3  # peak learning rate of Adam
     warmup_steps: int = 0  # linear warm-up steps (0: the full rate from the first step)
@@ -92,6 +98,7 @@ class ExperimentConfig:
             dropout=self.dropout,
             norm_first=self.norm_first,
             residual=self.residual,
+            rope=self.positional == "rope",
         )
 
 
@@ -236,3 +243,85 @@ def spread(values) -> str:
     values = list(values)
     mean = sum(values) / len(values)
     return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} [{min(values):.2f}–{max(values):.2f}]"
+
+
+# ---------------------------------------------------------------- encoder-only against decoder-only (10_experiments §7)
+
+IGNORE = -100  # target id that F.cross_entropy skips (ignore_index)
+
+
+class CharLM(nn.Module):
+    """Characters -> per-position logits through the course's Encoder: bidirectional (BERT-style) or causal (GPT-style).
+
+    The embedding has one extra id, `mask_id` = vocab_size, that stands for a hidden character in masked-LM inputs.
+    """
+
+    def __init__(self, cfg: TransformerConfig, vocab_size: int, block_size: int, causal: bool):
+        super().__init__()
+        self.causal, self.mask_id, self.vocab_size = causal, vocab_size, vocab_size
+        self.embed = nn.Embedding(vocab_size + 1, cfg.d_model)
+        self.pos = make_positional("learned", cfg.d_model, block_size)
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.d_model, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T) ids -> logits (B, T, vocab_size); a causal model lets position t see positions 0..t only."""
+        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril() if self.causal else None
+        return self.head(self.encoder(self.pos(self.embed(x)), mask=mask))  # (B, T) -> (B, T, C) -> (B, T, V)
+
+
+def _windows(data: torch.Tensor, batch: int, seq_len: int, generator: torch.Generator | None) -> torch.Tensor:
+    """batch random windows of seq_len + 1 ids from data: (B, T + 1)."""
+    starts = torch.randint(len(data) - seq_len - 1, (batch,), generator=generator)  # (B,)
+    return data[starts[:, None] + torch.arange(seq_len + 1)]  # (B, 1) + (T + 1,) -> (B, T + 1)
+
+
+def masked_lm_batch(
+    data: torch.Tensor, batch: int, seq_len: int, mask_id: int, fraction: float = 0.15, generator=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows x (B, T) with `fraction` of positions replaced by mask_id; y (B, T): the hidden ids, IGNORE elsewhere.
+
+    BERT also leaves some chosen positions unchanged or swaps in a random token; here every chosen position is hidden.
+    """
+    text = _windows(data, batch, seq_len, generator)[:, :-1]  # (B, T)
+    hidden = torch.rand(text.shape, generator=generator) < fraction  # (B, T) bool
+    return text.masked_fill(hidden, mask_id), text.masked_fill(~hidden, IGNORE)
+
+
+def causal_lm_batch(data: torch.Tensor, batch: int, seq_len: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows x (B, T) and the next character at every position, y (B, T)."""
+    w = _windows(data, batch, seq_len, generator)
+    return w[:, :-1], w[:, 1:]
+
+
+def lm_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose target is not IGNORE."""
+    x, y = batch
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def predict_hidden_character(model: CharLM, windows: torch.Tensor, position: int, context: str) -> float:
+    """Accuracy of predicting windows[:, position] (windows: (N, T) ids) from the context a model is given.
+
+    context "both": every other character is visible (a masked-LM model sees both sides; a causal model only ever
+    uses the left side). context "left": the characters from `position` on are hidden, so only the past is known.
+    A causal model predicts the character at `position` from its output at `position - 1`.
+    """
+    if context not in ("both", "left"):
+        raise ValueError(f"context must be 'both' or 'left', got {context!r}")
+    if not 1 <= position < windows.shape[1]:
+        raise ValueError(f"position must be in 1..{windows.shape[1] - 1}, got {position}")
+    model.eval()
+    target = windows[:, position]  # (N,)
+    if model.causal:
+        pred = model(windows[:, :position])[:, -1].argmax(-1)  # the next character after the visible past
+    else:
+        x = windows.clone()
+        if context == "both":
+            x[:, position] = model.mask_id
+        else:
+            x[:, position:] = model.mask_id
+        pred = model(x)[:, position].argmax(-1)
+    return (pred == target).float().mean().item()

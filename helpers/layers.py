@@ -29,6 +29,7 @@ class TransformerConfig:
     bias: bool = True  # biases in the linear layers
     use_sdpa: bool = False  # use PyTorch's fused attention kernel (proven equal by the tests)
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon
+    rope: bool = False  # rotary position embedding (RoPE) on queries and keys of self-attention; needs an even d_head
 
     def __post_init__(self):
         if self.d_ff is None:
@@ -49,6 +50,11 @@ class TransformerConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.rope and (self.d_model // self.n_heads) % 2 != 0:
+            raise ValueError(
+                f"rope rotates pairs of dimensions: d_head = d_model // n_heads = {self.d_model // self.n_heads} "
+                f"must be even"
+            )
 
 
 class FeedForward(nn.Module):
@@ -100,7 +106,9 @@ class EncoderBlock(_Sublayers):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__(cfg)
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
+        self.self_attn = MultiHeadAttention(
+            cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa, rope=cfg.rope
+        )
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
 
     def forward(
@@ -130,7 +138,11 @@ class DecoderBlock(_Sublayers):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__(cfg)
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
+        self.self_attn = MultiHeadAttention(
+            cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa, rope=cfg.rope
+        )
+        # No rope in cross-attention: its queries (target) and keys (encoder output) come from different sequences,
+        # so a relative position between them means nothing.
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cfg.bias, cfg.use_sdpa)
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout, cfg.activation, cfg.bias)
 

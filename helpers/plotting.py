@@ -58,21 +58,31 @@ def plot_attention(
 
 
 def plot_attention_heads(weights, query_labels, key_labels, title: str, ncols: int = 4, annotate: bool = False):
-    """Draw per-head heatmaps from weights of shape (H, T_q, T_k) in a grid; return the figure."""
+    """Draw per-head heatmaps from weights of shape (H, T_q, T_k) in a grid with one shared colour bar."""
     weights = torch.as_tensor(weights).detach()
     if weights.dim() != 3:
         raise ValueError(f"plot_attention_heads expects (H, T_q, T_k), got shape {tuple(weights.shape)}")
     n_heads = weights.shape[0]
     ncols = min(ncols, n_heads)
     nrows = (n_heads + ncols - 1) // ncols
-    side = max(2.8, 0.32 * len(key_labels) + 1.2)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols, side * nrows * 0.9), squeeze=False)
+    side = max(2.8, 0.22 * len(key_labels) + 1.4)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(side * ncols + 0.8, side * nrows * 0.9), squeeze=False, layout="constrained"
+    )
+    labelsize = 10 if len(key_labels) > 12 else 9
     for h in range(nrows * ncols):
         ax = axes[h // ncols][h % ncols]
         if h < n_heads:
             plot_attention(weights[h], query_labels, key_labels, f"head {h}", ax=ax, annotate=annotate, cbar=False)
+            ax.tick_params(labelsize=labelsize)
         else:
             ax.axis("off")
+    add_weight_colorbar(fig, axes)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
+
+
+def add_weight_colorbar(fig: plt.Figure, axes) -> None:
+    """Add one colour bar for attention weights (0 to 1, viridis) beside a grid of heatmaps drawn with cbar=False."""
+    mappable = plt.cm.ScalarMappable(norm=plt.Normalize(0.0, 1.0), cmap="viridis")
+    fig.colorbar(mappable, ax=axes, label="attention weight", shrink=0.8)

@@ -1,5 +1,22 @@
-"""Figures quoted in notes/ and the README must match artifacts/metrics.json of the full run."""
+"""Figures quoted in notes/ and the README must match the run they come from, and the notes' images must exist.
 
+Two ways of quoting a figure are checked, in every file of notes/ and in the README.
+
+1. The backtick form, `` `key` = value ``: the value must equal ``artifacts/metrics.json[key]["value"]`` to a
+   relative tolerance of 1e-3.
+2. The plain form, for prose meant to be read (the blog post): a number followed at once by an invisible HTML comment
+   naming where it comes from, ``1.54<!-- char_gpt.val_loss -->``.
+   The source is either a key of artifacts/metrics.json or ``path.csv:column``, the value of that column in the last
+   row of a CSV log kept in the repository (for a run that is not the current full run).
+   Rule: the number as written must round to the source, i.e. ``|quoted - actual| <= half a unit in the last written
+   digit``, so ``1.54`` accepts 1.535 to 1.545 and ``1,068`` accepts 1067.5 to 1068.5.
+   Thousands separators are ignored; a ``%`` sign quotes a fraction as a percentage (``77%`` for 0.7679 is
+   0.77 ± 0.005); a ``×`` or ``x`` sign marks a ratio and changes nothing; `` million`` multiplies the number and its
+   tolerance by 10**6 (``1.8 million`` accepts 1.75e6 to 1.85e6).
+   Every comment that names a source must follow a number directly, so a figure cannot lose its number unnoticed.
+"""
+
+import csv
 import json
 import math
 import re
@@ -9,11 +26,60 @@ import pytest
 from helpers.utils import PROJECT_ROOT
 
 QUOTE = re.compile(r"`([a-z_0-9]+\.[A-Za-z0-9_.]+)` = ([0-9][0-9,]*(?:\.[0-9]+)?(?:e-?[0-9]+)?)")
-DOCS = sorted((PROJECT_ROOT / "notes").glob("*.md")) + [PROJECT_ROOT / "README.md"]
+SOURCE = r"[a-z_0-9]+\.[A-Za-z0-9_.]+|[\w./-]+\.csv:\w+"  # a metrics.json key, or path.csv:column
+PLAIN = re.compile(rf"(?<![\w.,])([0-9][0-9,]*(?:\.[0-9]+)?)(%|×|x| million)?<!-- ({SOURCE}) -->")
+ANY_SOURCE_COMMENT = re.compile(rf"<!--\s*({SOURCE})\s*-->")
+IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\b[^>]*\bsrc=[\"']([^\"']+)")
+SCALE = {"%": 0.01, "×": 1.0, "x": 1.0, " million": 1e6, "": 1.0}
+
+NOTES = sorted((PROJECT_ROOT / "notes").glob("*.md"))
+DOCS = NOTES + [PROJECT_ROOT / "README.md"]
+BLOG = PROJECT_ROOT / "notes" / "blog-post.md"
 
 
 def metrics():
     return json.loads((PROJECT_ROOT / "artifacts" / "metrics.json").read_text())
+
+
+def source_value(source: str, known: dict) -> float:
+    """The value a plain-form figure names: a metrics.json key, or the last row of a column of a CSV log."""
+    if ".csv:" in source:
+        path, column = source.rsplit(":", 1)
+        with open(PROJECT_ROOT / path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert rows and column in rows[-1], f"{path} has no column {column!r} (or no rows)"
+        return float(rows[-1][column])
+    assert source in known, f"{source} is not in artifacts/metrics.json"
+    return known[source]["value"]
+
+
+def rounds_to(text: str, sign: str, actual: float) -> bool:
+    """True when the number `text` (with its sign: %, ×, x, ' million' or '') is `actual` to the precision written."""
+    digits = text.replace(",", "")
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    scale = SCALE[sign]
+    quoted, half_unit = float(digits) * scale, 0.5 * 10.0**-decimals * scale
+    return abs(quoted - actual) <= half_unit * (1 + 1e-9) + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("text", "sign", "actual", "expected"),
+    [
+        ("1.54", "", 1.5357, True),
+        ("1.53", "", 1.5357, False),
+        ("1.536", "", 1.5357, True),
+        ("1,068", "×", 1067.748, True),
+        ("1,067", "×", 1067.748, False),
+        ("77", "%", 0.7679, True),
+        ("76", "%", 0.7679, False),
+        ("33.9", "", 33.915, True),
+        ("1.8", " million", 1816896.0, True),
+        ("1.9", " million", 1816896.0, False),
+        ("0", "", 0.0, True),
+    ],
+)
+def test_the_rounding_rule(text, sign, actual, expected):
+    assert rounds_to(text, sign, actual) is expected
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
@@ -25,9 +91,82 @@ def test_quoted_metrics_match_the_full_run(doc):
         assert math.isclose(quoted, actual, rel_tol=1e-3, abs_tol=1e-9), f"{doc.name}: {name} = {quoted}, run: {actual}"
 
 
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_plain_figures_match_their_source(doc):
+    known, wrong = metrics(), []
+    for text, sign, source in PLAIN.findall(doc.read_text()):
+        actual = source_value(source, known)
+        if not rounds_to(text, sign, actual):
+            wrong.append(f"{text}{sign} for {source} (actual {actual:.6g})")
+    assert not wrong, f"{doc.name}: figures that do not round to their source: {wrong}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_source_comment_follows_a_number(doc):
+    text = doc.read_text()
+    quoted_ends = {m.end() for m in PLAIN.finditer(text)}
+    orphans = [m.group(0) for m in ANY_SOURCE_COMMENT.finditer(text) if m.end() not in quoted_ends]
+    assert not orphans, f"{doc.name}: source comments with no number directly before them: {orphans}"
+
+
 def test_every_metric_in_metrics_json_is_from_a_full_run():
     assert all(m["mode"] == "full" for m in metrics().values())
 
 
 def test_notes_quote_something():
-    assert sum(len(QUOTE.findall(d.read_text())) for d in DOCS) > 20
+    assert sum(len(QUOTE.findall(d.read_text())) + len(PLAIN.findall(d.read_text())) for d in DOCS) > 20
+
+
+def test_blog_post_quotes_its_figures_in_plain_form():
+    text = BLOG.read_text()
+    plain = PLAIN.findall(text)
+    metric_keys = {source for _, _, source in plain if ".csv:" not in source}
+    assert len(metric_keys) >= 12, f"the blog post quotes only {len(metric_keys)} metrics in the plain form"
+    assert not QUOTE.findall(text), "the blog post should quote plain numbers, not `key` = value"
+    assert 1000 <= len(text.split()) <= 2000, f"the blog post has {len(text.split())} words (wc -w)"
+
+
+@pytest.mark.parametrize("doc", NOTES, ids=lambda p: p.name)
+def test_image_links_in_notes_exist(doc):
+    links = [a or b for a, b in IMAGE.findall(doc.read_text())]
+    missing = [link for link in links if "://" in link or not (doc.parent / link.split("#")[0]).is_file()]
+    assert not missing, f"{doc.name}: image links that are not files of the repository: {missing}"
+
+
+def test_blog_post_shows_three_to_five_figures():
+    links = [a or b for a, b in IMAGE.findall(BLOG.read_text())]
+    assert 3 <= len(links) <= 5, links
+
+
+def _tokens(line: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", line.split("#")[0])
+
+
+def _is_subsequence(small: list[str], big: list[str]) -> bool:
+    rest = iter(big)
+    return all(token in rest for token in small)
+
+
+def test_blog_code_is_trimmed_from_helpers_attention():
+    """Each line of the blog's Python blocks is a line of helpers/attention.py with parts left out.
+
+    A line passes when its tokens (comment removed) occur in order within one line of the helper; `def` and `return`
+    lines, whose signatures and results the trimming changes, need only name things the helper has.
+    """
+    source = (PROJECT_ROOT / "helpers" / "attention.py").read_text()
+    source_lines = [_tokens(line) for line in source.splitlines()]
+    names = set(re.findall(r"\w+", source))
+    blocks = re.findall(r"```python\n(.*?)```", BLOG.read_text(), re.S)
+    assert len(blocks) >= 2, "the blog post should show scaled dot-product and multi-head attention"
+    stale = []
+    for line in "".join(blocks).splitlines():
+        tokens = _tokens(line)
+        if not tokens:
+            continue
+        if tokens[0] in ("def", "return"):
+            ok = set(t for t in tokens if re.fullmatch(r"\w+", t)) <= names
+        else:
+            ok = any(_is_subsequence(tokens, big) for big in source_lines)
+        if not ok:
+            stale.append(line.strip())
+    assert not stale, f"lines of the blog's code not found in helpers/attention.py: {stale}"
