@@ -1,5 +1,7 @@
 """Scaled dot-product attention, masks and multi-head attention against PyTorch's references."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -223,3 +225,20 @@ def test_add_causal_combines_bool_and_additive_masks():
     assert add_causal(pad, 3, 3).tolist() == [[True, False, False], [True, True, False], [True, True, False]]
     additive = add_causal(torch.zeros(3, 3), 3, 3)
     assert torch.isneginf(additive).sum() == 3
+
+
+def test_one_head_from_projections_equals_multi_head_attention_with_one_head():
+    """Notebook 02's single head (x W_Q, x W_K, x W_V, causal softmax) is MultiHeadAttention with H = 1."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 6, generator=g, dtype=torch.float64)  # (B, T, C)
+    w_q, w_k, w_v = (torch.randn(6, 6, generator=g, dtype=torch.float64) for _ in range(3))
+    q, k, v = x @ w_q, x @ w_k, x @ w_v  # (B, T, C) @ (C, d_head) -> (B, T, d_head), d_head = C
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(6)).masked_fill(~causal_mask(5), float("-inf"))
+    by_hand = torch.softmax(scores, dim=-1) @ v
+    mha = MultiHeadAttention(6, 1, bias=False).double()
+    with torch.no_grad():
+        for proj, w in ((mha.q_proj, w_q), (mha.k_proj, w_k), (mha.v_proj, w_v)):
+            proj.weight.copy_(w.T)  # nn.Linear computes x @ weight.T
+        mha.out_proj.weight.copy_(torch.eye(6, dtype=torch.float64))
+    out, _ = mha(x, causal=True)
+    torch.testing.assert_close(out, by_hand, atol=1e-12, rtol=0)

@@ -171,3 +171,18 @@ def test_committed_notebooks_name_the_course_kernel():
     nb = nbformat.v4.new_notebook()
     nb.metadata.update(kernelspec={"name": "python3", "display_name": "Python 3"}, papermill={"duration": 1})
     assert clean_for_commit(nb).metadata == {"kernelspec": COURSE_KERNEL}
+
+
+def test_reuse_checkpoints_reaches_only_notebooks_that_declare_it(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    trains = "mode = 'full'  # run mode\nreuse_checkpoint = False  # load the saved model"
+    make_notebook(nbs / "01_trains.ipynb", "print('reuse is', reuse_checkpoint)", parameters=trains)
+    make_notebook(nbs / "02_plain.ipynb", "print('defined:', 'reuse_checkpoint' in dir())")
+    for flag, expected in (([], "reuse is False"), (["--reuse-checkpoints"], "reuse is True")):
+        res = run(tmp_path, "--quick", "--no-html", *flag)
+        assert res.returncode == 0, res.stderr
+        executed = tmp_path / "build" / "quick" / "executed"
+        assert expected in str(nbformat.read(executed / "01_trains.ipynb", as_version=4).cells[-1].outputs)
+        assert "defined: False" in str(nbformat.read(executed / "02_plain.ipynb", as_version=4).cells[-1].outputs)
+    assert run_all.declared_parameters(nbs / "01_trains.ipynb") == trains
