@@ -22,7 +22,7 @@ from helpers.datasets import data_file, load_pairs, pad_batch, prepare_data, tra
 from helpers.decoding import beam_search, greedy_decode, strip_after_eos
 from helpers.evaluation import sacrebleu_scores
 from helpers.models import Seq2Seq, Seq2SeqConfig, translation_loss
-from helpers.tokenizers import UNK_ID, normalize
+from helpers.tokenizers import normalize
 from helpers.training import TrainConfig, train
 from helpers.utils import PROJECT_ROOT, atomic_write_text, set_seed
 
@@ -37,18 +37,6 @@ TRAIN = TrainConfig(
     beta2=0.98,
     time_limit=540,
 )
-
-
-def batches(src: list[list[int]], tgt: list[list[int]], batch_size: int, gen: torch.Generator, drop: float):
-    """Yield padded (src, tgt) batches in a fresh random order, forever; `drop` of source tokens become <unk>."""
-    while True:
-        order = torch.randperm(len(src), generator=gen).tolist()
-        for start in range(0, len(src) - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size]
-            s = pad_batch([src[i] for i in idx])
-            if drop > 0:
-                s = s.masked_fill((torch.rand(s.shape, generator=gen) < drop) & (s > UNK_ID), UNK_ID)
-            yield s, pad_batch([tgt[i] for i in idx])
 
 
 @torch.no_grad()
@@ -85,7 +73,7 @@ def main() -> None:
     set_seed(args.seed)
     model = Seq2Seq(Seq2SeqConfig(len(bpe_src), len(bpe_tgt), **MODEL))
     gen = torch.Generator().manual_seed(args.seed)
-    stream = batches(src, tgt, TRAIN.batch_size, gen, args.drop)
+    stream = replace(data, train_src=src, train_tgt=tgt).batches(TRAIN.batch_size, gen, word_dropout=args.drop)
     cfg = replace(TRAIN, time_limit=args.time_limit)
     history = train(model, lambda: next(stream), lambda m, b: translation_loss(m, b, 0.1), cfg, log=lambda *a: None)
     result = {
