@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.attention import causal_mask
+from helpers.datasets import get_batch
 from helpers.layers import Encoder, TransformerConfig
 from helpers.positional import ATTENTION_POSITIONAL_ENCODINGS, make_positional
 from helpers.training import TrainConfig, train
@@ -266,14 +268,8 @@ class CharLM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T) ids -> logits (B, T, vocab_size); a causal model lets position t see positions 0..t only."""
-        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril() if self.causal else None
+        mask = causal_mask(x.shape[1], device=x.device) if self.causal else None
         return self.head(self.encoder(self.pos(self.embed(x)), mask=mask))  # (B, T) -> (B, T, C) -> (B, T, V)
-
-
-def _windows(data: torch.Tensor, batch: int, seq_len: int, generator: torch.Generator | None) -> torch.Tensor:
-    """batch random windows of seq_len + 1 ids from data: (B, T + 1)."""
-    starts = torch.randint(len(data) - seq_len - 1, (batch,), generator=generator)  # (B,)
-    return data[starts[:, None] + torch.arange(seq_len + 1)]  # (B, 1) + (T + 1,) -> (B, T + 1)
 
 
 def masked_lm_batch(
@@ -283,14 +279,14 @@ def masked_lm_batch(
 
     BERT also leaves some chosen positions unchanged or swaps in a random token; here every chosen position is hidden.
     """
-    text = _windows(data, batch, seq_len, generator)[:, :-1]  # (B, T)
+    text = get_batch(data, batch, seq_len + 1, generator)[0][:, :-1]  # (B, T), drawn as causal_lm_batch draws
     hidden = torch.rand(text.shape, generator=generator) < fraction  # (B, T) bool
     return text.masked_fill(hidden, mask_id), text.masked_fill(~hidden, IGNORE)
 
 
 def causal_lm_batch(data: torch.Tensor, batch: int, seq_len: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Windows x (B, T) and the next character at every position, y (B, T)."""
-    w = _windows(data, batch, seq_len, generator)
+    w = get_batch(data, batch, seq_len + 1, generator)[0]  # (B, T + 1) windows
     return w[:, :-1], w[:, 1:]
 
 

@@ -4,10 +4,15 @@ import pytest
 import torch
 
 from helpers.experiments import (
+    IGNORE,
+    CharLM,
     ExperimentConfig,
     ToyEncoder,
+    causal_lm_batch,
     layerwise_lr_groups,
     make_task_batch,
+    masked_lm_batch,
+    predict_hidden_character,
     run_experiment,
     run_seeds,
     summarize,
@@ -91,3 +96,37 @@ def test_residual_switch_reaches_the_encoder():
     with_res = ToyEncoder(ExperimentConfig(n_layers=2).transformer_config(), cfg.n_symbols)
     x = torch.randint(0, 10, (3, 8))
     assert not torch.allclose(plain.eval()(x), with_res.eval()(x)), "same weights, different wiring: outputs differ"
+
+
+def test_masked_and_causal_lm_batches():
+    data = torch.arange(1000) % 50
+    x, y = masked_lm_batch(data, 64, 32, mask_id=50, fraction=0.15, generator=torch.Generator().manual_seed(0))
+    hidden = x == 50
+    assert x.shape == y.shape == (64, 32) and 0.10 < hidden.float().mean() < 0.20
+    assert (y[~hidden] == IGNORE).all() and (y[hidden] != IGNORE).all()  # targets exactly where characters are hidden
+    xc, yc = causal_lm_batch(data, 4, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(yc[:, :-1], xc[:, 1:])  # the target is the next character
+
+
+def test_char_lm_causal_model_ignores_the_future_and_the_masked_one_does_not():
+    torch.manual_seed(0)
+    cfg = TransformerConfig(d_model=16, n_heads=2, n_layers=1, dropout=0.0)
+    x = torch.randint(10, (2, 12))
+    later = x.clone()
+    later[:, 8:] = (later[:, 8:] + 1) % 10  # change only positions 8..11
+    causal, masked = CharLM(cfg, 10, 12, causal=True).eval(), CharLM(cfg, 10, 12, causal=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(causal(x)[:, :8], causal(later)[:, :8])
+        assert not torch.allclose(masked(x)[:, :8], masked(later)[:, :8])
+
+
+def test_predict_hidden_character_contexts_and_errors():
+    torch.manual_seed(0)
+    model = CharLM(TransformerConfig(d_model=16, n_heads=2, n_layers=1, dropout=0.0), 10, 12, causal=False)
+    windows = torch.randint(10, (20, 12))
+    for ctx in ("both", "left"):
+        assert 0.0 <= predict_hidden_character(model, windows, 6, ctx) <= 1.0
+    with pytest.raises(ValueError, match="context"):
+        predict_hidden_character(model, windows, 6, "right")
+    with pytest.raises(ValueError, match="position"):
+        predict_hidden_character(model, windows, 0, "both")
