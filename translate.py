@@ -158,12 +158,12 @@ def main(argv=None) -> int:
     except CheckpointError as err:
         return error(str(err))
 
-    blank = [not translator.src_tok(line) for line in lines]
+    n_ids = [len(translator.source_ids(line)) for line in lines]  # with the end-of-sentence mark
+    blank = [n < 2 for n in n_ids]
     max_len = translator.model.cfg.max_len
-    for i, line in enumerate(lines):
+    for i, (line, n_tokens) in enumerate(zip(lines, n_ids)):
         if blank[i] and label == "sentence":
             return error(f"sentence {i + 1} is empty: nothing to translate ({line!r})")
-        n_tokens = len(translator.src_tok(line)) + 1  # with the end-of-sentence mark
         if n_tokens > max_len:
             return error(
                 f"{label} {i + 1} is too long: {n_tokens} tokens with the end mark; "

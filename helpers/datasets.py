@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -235,6 +235,20 @@ class TranslationData:
                     src = src.masked_fill(drop, UNK_ID)
                 tgt = pad_batch([self.train_tgt[i] for i in idx])
                 yield (src, tgt) if device is None else (src.to(device), tgt.to(device))
+
+    def with_subwords(self, src_bpe, tgt_bpe, prepare=normalize) -> TranslationData:
+        """The same splits with the training pairs encoded by byte-pair tokenizers (helpers.bpe) instead of words.
+
+        Each text goes through prepare() first (default: helpers.tokenizers.normalize, which keeps the case). The word
+        tokenizers and vocabularies stay, for the baselines and the <unk> statistics. batches() then draws BPE ids,
+        and its word dropout replaces subword tokens by <unk>.
+        """
+        pairs = training_pairs(self.splits["train"])
+        return replace(
+            self,
+            train_src=[src_bpe.encode(prepare(en), eos=True) for en, _ in pairs],
+            train_tgt=[tgt_bpe.encode(prepare(fr), bos=True, eos=True) for _, fr in pairs],
+        )
 
     def encode_src(self, sentences: list[str], device: torch.device | str | None = None) -> torch.Tensor:
         """English sentences -> (B, S) padded ids ending with <eos> (on `device` when one is given)."""

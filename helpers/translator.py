@@ -11,12 +11,21 @@ from pathlib import Path
 
 import torch
 
-from helpers.checkpoints import CheckpointError, first_line, load_checkpoint, save_checkpoint
-from helpers.datasets import TranslationData, pad_batch
+from helpers.bpe import BPETokenizer
+from helpers.checkpoints import (
+    CheckpointError,
+    average_states,
+    first_line,
+    load_checkpoint,
+    save_checkpoint,
+    state_snapshot,
+)
+from helpers.datasets import Example, TranslationData, pad_batch
 from helpers.decoding import beam_search, greedy_decode, strip_after_eos
-from helpers.evaluation import cooccurrence_dictionary
+from helpers.evaluation import cooccurrence_dictionary, sacrebleu_scores
 from helpers.models import Seq2Seq
-from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, Vocab
+from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, Vocab, normalize
+from helpers.training import TrainConfig, train
 from helpers.utils import PROJECT_ROOT
 
 UNK_RULES = (
@@ -51,14 +60,19 @@ class Translator:
             model, data.src_tok, data.tgt_tok, data.src_vocab, data.tgt_vocab, cooccurrence_dictionary(data), extra
         )
 
+    def source_ids(self, sentence: str) -> list[int]:
+        """One English sentence -> its source ids, ending with <eos> (unknown words become <unk>)."""
+        return self.src_vocab.encode(self.src_tok(sentence), eos=True)
+
     def encode(self, sentences: list[str]) -> torch.Tensor:
-        """English sentences -> (B, S) source ids ending with <eos>; unknown words become <unk>."""
+        """English sentences -> (B, S) source ids ending with <eos>."""
         if isinstance(sentences, str):
             raise TypeError("translate() takes a list of sentences, not a single string")
+        ids = []
         for i, s in enumerate(sentences):
-            if not isinstance(s, str) or not self.src_tok(s):
+            if not isinstance(s, str) or len(self.source_ids(s)) < 2:
                 raise ValueError(f"sentence {i} is empty: nothing to translate ({s!r})")
-        ids = [self.src_vocab.encode(self.src_tok(s), eos=True) for s in sentences]
+            ids.append(self.source_ids(s))
         too_long = [i for i, s in enumerate(ids) if len(s) > self.model.cfg.max_len]
         if too_long:
             raise ValueError(
@@ -140,9 +154,11 @@ class Translator:
         """Write the checkpoint atomically (an unchanged model leaves the file as it is)."""
         return save_checkpoint(self.checkpoint(), path)
 
-    @classmethod
-    def load(cls, path: Path | str, device: torch.device | str | None = None) -> Translator:
+    @staticmethod
+    def load(path: Path | str, device: torch.device | str | None = None) -> Translator:
         """Load a checkpoint written by save() (torch.load with weights_only=True) onto `device` (default CPU).
+
+        A model trained on byte-pair-encoded tokens comes back as a SubwordTranslator, a word-level one as a Translator.
 
         Every problem with the file, including a checkpoint of another kind (such as notebook 06's char-GPT), is a
         CheckpointError whose message names the file and what is wrong.
@@ -151,21 +167,26 @@ class Translator:
         model = Seq2Seq.from_checkpoint(ckpt, source=path)
         try:
             tok, meta = ckpt["tokenizer"], ckpt["meta"]
-            translator = cls(
-                model,
-                Tokenizer.from_dict(tok["src_tok"]),
-                Tokenizer.from_dict(tok["tgt_tok"]),
-                Vocab(tok["src_vocab"]),
-                Vocab(tok["tgt_vocab"]),
-                meta.get("dictionary", {}),
-                meta.get("extra", {}),
-            )
+            if tok.get("kind") == SubwordTranslator.TOKENIZER_KIND:
+                src_bpe = BPETokenizer.from_dict(tok["src"])
+                tgt_bpe = src_bpe if tok["shared"] else BPETokenizer.from_dict(tok["tgt"])
+                truecaser = None if tok["truecaser"] is None else Tokenizer.from_dict(tok["truecaser"])
+                translator = SubwordTranslator(model, src_bpe, tgt_bpe, truecaser, meta.get("extra", {}))
+                sizes = (len(src_bpe), len(tgt_bpe))
+            else:
+                translator = Translator(
+                    model,
+                    Tokenizer.from_dict(tok["src_tok"]),
+                    Tokenizer.from_dict(tok["tgt_tok"]),
+                    Vocab(tok["src_vocab"]),
+                    Vocab(tok["tgt_vocab"]),
+                    meta.get("dictionary", {}),
+                    meta.get("extra", {}),
+                )
+                sizes = (len(translator.src_vocab), len(translator.tgt_vocab))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{path} does not hold usable tokenizers ({first_line(err)})") from None
-        if (
-            len(translator.src_vocab) != model.cfg.src_vocab_size
-            or len(translator.tgt_vocab) != model.cfg.tgt_vocab_size
-        ):
+        if sizes != (model.cfg.src_vocab_size, model.cfg.tgt_vocab_size):
             raise CheckpointError(f"{path} is inconsistent: its vocabularies do not match the model's sizes")
         if device is not None:
             translator.model.to(device)
@@ -175,6 +196,64 @@ class Translator:
     def device(self) -> torch.device:
         """The device of the model's weights; batches are moved there."""
         return next(self.model.parameters()).device
+
+
+class SubwordTranslator(Translator):
+    """A Seq2Seq trained on byte-pair-encoded tokens: any English input encodes, and no output can hold <unk>.
+
+    One BPETokenizer (helpers.bpe) per side, or the same one for both (a shared vocabulary). Text is normalised as
+    for the word model (helpers.tokenizers.normalize). With a `truecaser` (a French word Tokenizer whose truecase
+    table was fitted, as TranslationData.tgt_tok), both sides are lower-cased before encoding and the output is
+    re-cased and re-spaced word by word, as the word model's output is; without one, text keeps its case.
+    The `unk` argument of translate() is accepted for a common interface and changes nothing: decoding drops special
+    tokens, and the target side never held an <unk> to learn.
+    """
+
+    TOKENIZER_KIND = "bpe-pair"
+
+    def __init__(
+        self,
+        model,
+        src_bpe: BPETokenizer,
+        tgt_bpe: BPETokenizer,
+        truecaser: Tokenizer | None = None,
+        extra: dict | None = None,
+    ):
+        self.model, self.src_bpe, self.tgt_bpe, self.truecaser = model.eval(), src_bpe, tgt_bpe, truecaser
+        self.dictionary, self.extra = {}, dict(extra or {})
+
+    def prepare(self, text: str) -> str:
+        """Text as the tokenizers see it: normalised, and lower-cased when the output is truecased."""
+        text = normalize(text)
+        return text.lower() if self.truecaser is not None else text
+
+    def source_ids(self, sentence: str) -> list[int]:
+        """One English sentence -> its BPE ids, ending with <eos>."""
+        return self.src_bpe.encode(self.prepare(sentence), eos=True)
+
+    def postprocess(self, sentences: list[str], outputs: list[list[int]], unk: str = "keep") -> list[str]:
+        """Decoded ids -> French sentences (the bytes of the tokens joined, specials dropped; re-cased if asked)."""
+        if unk not in UNK_RULES:
+            raise ValueError(f"unk must be one of {UNK_RULES}, got {unk!r}")
+        texts = [self.tgt_bpe.decode(o) for o in outputs]
+        if self.truecaser is None:
+            return texts
+        return [self.truecaser.detokenize([w.lower() for w in self.truecaser.surface(t)]) for t in texts]
+
+    def tokenizer_dict(self) -> dict:
+        """Both tokenizers as plain values; a shared vocabulary is stored once."""
+        shared = self.src_bpe is self.tgt_bpe
+        return {
+            "kind": self.TOKENIZER_KIND,
+            "shared": shared,
+            "src": self.src_bpe.to_dict(),
+            "tgt": None if shared else self.tgt_bpe.to_dict(),
+            "truecaser": None if self.truecaser is None else self.truecaser.to_dict(),
+        }
+
+    def checkpoint(self) -> dict:
+        """Everything needed to translate again: float16 weights, config, the BPE merges, extra."""
+        return self.model.checkpoint(self.tokenizer_dict(), {"extra": self.extra})
 
 
 def default_checkpoint() -> Path:
@@ -194,3 +273,41 @@ def translate_with_checkpoint(
     beam = best.get("beam", 4) if beam is None else beam
     alpha = best.get("alpha", 0.6) if alpha is None else alpha
     return translator.translate(list(sentences), beam=beam, alpha=alpha, unk=best.get("unk", "dictionary"))
+
+
+def fit_translator(
+    translator: Translator, next_batch, loss_fn, cfg: TrainConfig, valid: list[Example], log=print
+) -> dict:
+    """Train translator.model with helpers.training.train, then keep the weights that translate validation best.
+
+    At every evaluation the weights are copied and the validation split is decoded greedily (sacreBLEU). At the end
+    the candidates are the last copy, the best one, and the averages of the last 3 and of the last 5 copies
+    (averaging weights along the end of training smooths out the noise of the last steps); the model keeps the
+    candidate with the highest validation BLEU. Returns train()'s history with "weights" (the name of the candidate
+    kept) and "weight_choice" (candidate -> validation BLEU).
+    """
+    model, valid_en, snapshots = translator.model, [ex.en for ex in valid], []
+
+    def valid_bleu() -> float:
+        return sacrebleu_scores(translator.translate(valid_en, beam=1), valid)["bleu"]
+
+    def evaluate(step: int) -> dict:
+        snapshots.append((step, state_snapshot(model)))
+        return {"valid_bleu": valid_bleu()}
+
+    history = train(model, next_batch, loss_fn, cfg, evaluate=evaluate, log=log)
+    by_step = {e["step"]: e["valid_bleu"] for e in history["evals"]}
+    best_step, best_state = max(snapshots, key=lambda s: by_step[s[0]])
+    candidates = {"last": snapshots[-1][1], f"best (step {best_step})": best_state}
+    for k in (3, 5):
+        if len(snapshots) >= k:
+            candidates[f"average of last {k}"] = average_states([s for _, s in snapshots[-k:]])
+    choice = {}
+    for name, state in candidates.items():
+        model.load_state_dict(state)
+        choice[name] = valid_bleu()
+    history["weights"] = max(choice, key=choice.get)
+    history["weight_choice"] = choice
+    model.load_state_dict(candidates[history["weights"]])
+    model.eval()
+    return history

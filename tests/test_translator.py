@@ -112,3 +112,123 @@ def test_unk_rules():
     assert tr.postprocess(["I am Zorglub."], [[4, UNK_ID, 6]], "keep") == ["J'<unk> froid"]
     with pytest.raises(ValueError, match="unk must be one of"):
         tr.postprocess(["I am Zorglub."], [[UNK_ID]], "guess")
+
+
+# ---------------------------------------------------------------- the translator on byte-pair-encoded tokens
+
+
+def tiny_subword_translator(shared=True):
+    from helpers.bpe import BPETokenizer
+    from helpers.translator import SubwordTranslator
+
+    en = BPETokenizer.train(["I am cold.", "Where is Tom?", "I am here."], 280)
+    fr = en if shared else BPETokenizer.train(["J'ai froid.", "Où est Tom\u202f?"], 270)
+    cfg = Seq2SeqConfig(
+        len(en), len(fr), d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=32, dropout=0.0, max_len=48
+    )
+    torch.manual_seed(0)
+    return SubwordTranslator(Seq2Seq(cfg), en, fr)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_subword_checkpoint_round_trip_keeps_merges_and_translations(tmp_path, shared):
+    from helpers.translator import SubwordTranslator
+
+    tr = tiny_subword_translator(shared)
+    path = tr.save(tmp_path / "bpe.pt")
+    loaded = Translator.load(path)
+    assert type(loaded) is SubwordTranslator
+    assert loaded.src_bpe.merges == tr.src_bpe.merges and loaded.tgt_bpe.merges == tr.tgt_bpe.merges
+    assert (loaded.src_bpe is loaded.tgt_bpe) == shared
+    tr.model.load_state_dict({k: v.half().float() for k, v in tr.model.state_dict().items()})
+    sentences = ["I am cold.", "Zorglub est là\u202f!"]
+    assert loaded.translate(sentences, beam=1) == tr.translate(sentences, beam=1)
+    assert loaded.translate(sentences, beam=3) == tr.translate(sentences, beam=3)
+    blob = torch.load(path, weights_only=True)
+    assert blob["tokenizer"]["kind"] == "bpe-pair" and blob["tokenizer"]["shared"] == shared
+    assert (blob["tokenizer"]["tgt"] is None) == shared  # a shared vocabulary is stored once
+
+
+def test_subword_translator_encodes_any_text_and_never_outputs_unk():
+    tr = tiny_subword_translator()
+    text = "Zorglub mange des crêpes 🍓, n'est-ce pas\u202f?"
+    ids = tr.encode([text])[0].tolist()
+    assert UNK_ID not in ids and ids[-1] == EOS_ID
+    assert tr.src_bpe.decode(ids) == "Zorglub mange des crêpes 🍓, n'est-ce pas ?"  # normalised: U+202F -> space
+    # an <unk> id that a model could emit is dropped, never printed
+    assert tr.postprocess([text], [[tr.tgt_bpe.encode("Oui")[0], UNK_ID, tr.tgt_bpe.encode(".")[0]]]) == ["O."]
+    out = tr.translate([text, "I am cold."], beam=2)
+    assert len(out) == 2 and not any("<unk>" in o for o in out)
+    with pytest.raises(ValueError, match="sentence 1 is empty"):
+        tr.translate(["I am cold.", " \u202f "])
+    with pytest.raises(ValueError, match="unk must be one of"):
+        tr.postprocess([text], [[5]], "guess")
+
+
+def test_with_subwords_encodes_every_training_pair_and_keeps_the_splits(tmp_path):
+    from builders import write_tsv
+    from helpers.bpe import BPETokenizer
+    from helpers.datasets import load_pairs, prepare_data, training_pairs
+    from helpers.tokenizers import normalize
+
+    data = prepare_data(load_pairs(write_tsv(tmp_path)), seed=0)
+    pairs = training_pairs(data.splits["train"])
+    bpe = BPETokenizer.train([normalize(t) for p in pairs for t in p], 300)
+    sub = data.with_subwords(bpe, bpe)
+    assert sub.splits is data.splits and len(sub.train_src) == len(data.train_src) == len(pairs)
+    for (en, fr), s, t in zip(pairs, sub.train_src, sub.train_tgt):
+        assert s[-1] == EOS_ID and t[0] == BOS_ID and t[-1] == EOS_ID
+        assert bpe.decode(s) == normalize(en) and bpe.decode(t) == normalize(fr)  # case kept, nothing unknown
+    src, tgt = next(sub.batches(2, torch.Generator().manual_seed(0)))
+    assert int(src.max()) < len(bpe) and int(tgt.max()) < len(bpe)
+
+
+def test_fit_translator_keeps_the_weights_with_the_best_validation_bleu(tmp_path, monkeypatch):
+    import helpers.translator as translator_module
+    from helpers.datasets import Example
+    from helpers.models import translation_loss
+    from helpers.training import TrainConfig
+
+    tr = tiny_subword_translator()
+    pairs = [("I am cold.", "J'ai froid."), ("Where is Tom?", "Où est Tom ?")]
+    batch = (
+        torch.nn.utils.rnn.pad_sequence([torch.tensor(tr.source_ids(en)) for en, _ in pairs], batch_first=True),
+        torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(tr.tgt_bpe.encode(fr, bos=True, eos=True)) for _, fr in pairs], batch_first=True
+        ),
+    )
+    valid = [Example(en, [fr], [""]) for en, fr in pairs]
+    scores = iter([10.0, 30.0, 20.0, 1.0, 2.0, 3.0])  # evals at steps 2, 4, 6; then last, best, average of 3
+    monkeypatch.setattr(translator_module, "sacrebleu_scores", lambda hyps, refs: {"bleu": next(scores)})
+    cfg = TrainConfig(max_steps=6, batch_size=2, lr=1e-2, warmup_steps=0, eval_interval=2)
+    history = translator_module.fit_translator(tr, lambda: batch, translation_loss, cfg, valid, log=lambda *a: None)
+    assert [e["step"] for e in history["evals"]] == [2, 4, 6]
+    assert history["weight_choice"] == {"last": 1.0, "best (step 4)": 2.0, "average of last 3": 3.0}
+    assert history["weights"] == "average of last 3"
+    losses = history["loss"]
+    assert losses[-1] < losses[0]  # it trained
+    assert not tr.model.training
+
+
+def test_translate_command_runs_a_subword_checkpoint(tmp_path):
+    path = tiny_subword_translator().save(tmp_path / "bpe.pt")
+    cmd = [sys.executable, str(PROJECT_ROOT / "translate.py"), "--checkpoint", str(path)]
+    out = subprocess.run(cmd + ["Zorglub 🍓?", "I am cold."], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 2 and "<unk>" not in out.stdout
+    out = subprocess.run(cmd + ["x" * 200], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "too long" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_subword_translator_with_a_truecaser_lowercases_input_and_recases_output(tmp_path):
+    from helpers.translator import SubwordTranslator
+
+    base = tiny_subword_translator()
+    truecaser = Tokenizer("fr").fit_truecase(["Tom est là.", "Je vois Tom."])
+    tr = SubwordTranslator(base.model, base.src_bpe, base.tgt_bpe, truecaser)
+    assert tr.source_ids("I AM  Cold.") == base.src_bpe.encode("i am cold.", eos=True)
+    assert base.source_ids("I AM Cold.") != tr.source_ids("I AM Cold.")  # without a truecaser the case is kept
+    assert tr.postprocess(["x"], [tr.tgt_bpe.encode("je vois tom .")]) == ["Je vois Tom."]
+    loaded = Translator.load(tr.save(tmp_path / "tc.pt"))
+    assert loaded.truecaser.truecase == truecaser.truecase
+    assert loaded.source_ids("I AM Cold.") == tr.source_ids("I AM Cold.")
