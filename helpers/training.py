@@ -201,11 +201,13 @@ class Trainer:
         cfg: TrainConfig,
         block_size: int,
         extra: dict | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ):
         self.model, self.train_data, self.val_data, self.cfg = model, train_data, val_data, cfg
         self.block_size, self.extra = block_size, dict(extra or {})
         use_speedups(model, cfg)
-        self.optimizer = make_adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+        # default: AdamW from cfg; another optimiser (e.g. helpers.modern.make_muon_adamw) must hold model's parameters
+        self.optimizer = optimizer or make_adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self._schedule = self.scheduler.lr_lambdas[0]  # the partial(warmup_cosine, ...) that a time budget refits
         self.generator = torch.Generator().manual_seed(cfg.seed)  # batch sampling
@@ -404,9 +406,19 @@ class Trainer:
             atomic_write_text(json_path, json.dumps(summary, indent=2) + "\n")
 
 
-def resume_trainer(path: Path | str, model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor) -> Trainer:
-    """Rebuild a Trainer from a checkpoint written by Trainer.save and continue where it stopped."""
+def resume_trainer(
+    path: Path | str,
+    model: nn.Module,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Trainer:
+    """Rebuild a Trainer from a checkpoint written by Trainer.save and continue where it stopped.
+
+    A run that trained with its own optimiser must pass a fresh one of the same kind; its state is then loaded.
+    """
     state = load_checkpoint(path, kind="training-state")
-    trainer = Trainer(model, train_data, val_data, TrainConfig(**state["config"]), state["meta"]["block_size"])
+    cfg, block_size = TrainConfig(**state["config"]), state["meta"]["block_size"]
+    trainer = Trainer(model, train_data, val_data, cfg, block_size, optimizer=optimizer)
     trainer.load_state_dict(state)
     return trainer

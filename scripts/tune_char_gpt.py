@@ -4,6 +4,9 @@
 
 It starts from the defaults of GPTConfig and TrainConfig (not from notebook 06's settings), with the speed-ups of
 06's full run switched on (amp, flush_denormal, fast_dropout), evaluations once a minute, and the JSON overrides.
+Optional keys: "modern" (switches of helpers.modern.ModernGPTConfig, e.g. {"norm": "rmsnorm"}, or "all" for every
+post-2019 change), "muon" (keyword arguments of helpers.modern.make_muon_adamw: Muon for the block matrices,
+AdamW for the rest) and "threads" (PyTorch CPU threads).
 The logs in artifacts/tuning/ are the runs that chose notebook 06's full settings (see its README.md).
 """
 
@@ -15,13 +18,23 @@ import torch
 
 from helpers.datasets import load_dataset
 from helpers.models import GPT, GPTConfig
+from helpers.modern import ModernGPT, ModernGPTConfig, make_muon_adamw
 from helpers.training import TrainConfig, Trainer
 
 spec = json.loads(sys.argv[1])
 seed = spec["train"].pop("seed", 0)  # initialisation, batches and dropout
+if "threads" in spec:
+    torch.set_num_threads(spec["threads"])
 ds = load_dataset()
 torch.manual_seed(seed)
-model = GPT(GPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
+switches = spec.get("modern")
+if switches is None:
+    model = GPT(GPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
+elif switches == "all":
+    model = ModernGPT(ModernGPTConfig.modern(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
+else:
+    model = ModernGPT(ModernGPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"], **switches))
+optimizer = make_muon_adamw(model, **spec["muon"]) if "muon" in spec else None
 print(f"params {model.num_params():,}", flush=True)
 cfg = TrainConfig(
     amp=True,
@@ -32,7 +45,7 @@ cfg = TrainConfig(
     seed=seed,
     **spec["train"],
 )
-trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
+trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size, optimizer=optimizer)
 t0 = time.time()
 trainer.run()
 print("wall", time.time() - t0, "steps", trainer.step, "train_s", trainer.train_seconds, flush=True)
