@@ -49,6 +49,7 @@ from helpers.distributed import (
 )
 from helpers.distributed import rng_state as rank_rng_state
 from helpers.models import GPT, GPTConfig
+from helpers.modern import ModernGPT, ModernGPTConfig
 from helpers.tokenizers import CharTokenizer
 from helpers.training import TrainConfig, Trainer, lm_loss, train_step
 
@@ -57,7 +58,8 @@ DEFAULT_STATE = ROOT / "artifacts" / "checkpoints" / "train_gpt_train_state.pt" 
 # --model NAME -> (model class, config class). A model takes its config, maps (idx, targets) to (logits, loss) like
 # GPT.forward, and has checkpoint(tokenizer, meta) for --export; the config accepts the MODEL_OPTIONS below.
 MODELS = {
-    "gpt": (GPT, GPTConfig),
+    "gpt": (GPT, GPTConfig),  # notebook 06's GPT
+    "modern": (ModernGPT, ModernGPTConfig.modern),  # RMSNorm, SwiGLU, RoPE, QK-norm, no biases (helpers/modern.py)
 }
 MODEL_OPTIONS = ("n_layers", "d_model", "n_heads", "block_size", "dropout")  # options named as the config's fields
 TRAIN_OPTIONS = (

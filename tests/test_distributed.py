@@ -179,8 +179,9 @@ def test_planted_slicing_mistakes_are_caught(plant, text, one_process, tmp_path)
 # ---------------------------------------------------------------- resume, errors, interruption
 
 
-def test_resume_continues_exactly(text, tmp_path):
-    common = [*TINY, "--dropout", "0.1", "--data", str(text)]  # dropout: the random-number state must resume too
+@pytest.mark.parametrize("model", ["gpt", "modern"])
+def test_resume_continues_exactly(text, tmp_path, model):
+    common = [*TINY, "--model", model, "--dropout", "0.1", "--data", str(text)]  # dropout: the RNG state resumes too
     straight, split = tmp_path / "straight.pt", tmp_path / "split.pt"
     assert train_gpt.main([*common, "--checkpoint", str(straight)]) == 0
     assert train_gpt.main([*common, "--checkpoint", str(split), "--steps", "3"]) == 0
@@ -189,6 +190,8 @@ def test_resume_continues_exactly(text, tmp_path):
     a, b = torch.load(straight, weights_only=True), torch.load(split, weights_only=True)
     assert b["meta"]["step"] == STEPS and b["meta"]["losses"] == a["meta"]["losses"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert b["meta"]["extra"]["model"] == model
+    assert any("linear3" in k for k in b["model"]) == (model == "modern")  # SwiGLU's third matrix
 
 
 def test_cli_option_errors(text, tmp_path, capsys):
