@@ -5,6 +5,8 @@
     python translate.py --file sentences.txt --greedy   # one sentence per line from a file
 
 Each input line gives one output line (a blank line gives a blank line), so the output lines up with the input.
+The default checkpoint holds the model notebook 08 chose on validation; --checkpoint
+artifacts/checkpoints/translation_subword.pt uses the one trained on byte-pair-encoded subwords.
 The device line goes to stderr. Bad options, input and checkpoints end with "error: ..." and exit status 2.
 """
 
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=UNK_CHOICES,
         default=None,
         help="what a generated <unk> becomes: keep it, copy the attended source word, or translate that word "
-        "with the training dictionary (default: the notebook's choice)",
+        "with the training dictionary (default: the notebook's choice; a subword model never generates <unk>)",
     )
     p.add_argument(
         "--device",
