@@ -198,6 +198,12 @@ class Translator:
         return next(self.model.parameters()).device
 
 
+def subword_text(text: str, lowercase: bool) -> str:
+    """Text as a SubwordTranslator's tokenizers see it (train them on this too): normalised, optionally lower-cased."""
+    text = normalize(text)
+    return text.lower() if lowercase else text
+
+
 class SubwordTranslator(Translator):
     """A Seq2Seq trained on byte-pair-encoded tokens: any English input encodes, and no output can hold <unk>.
 
@@ -224,8 +230,7 @@ class SubwordTranslator(Translator):
 
     def prepare(self, text: str) -> str:
         """Text as the tokenizers see it: normalised, and lower-cased when the output is truecased."""
-        text = normalize(text)
-        return text.lower() if self.truecaser is not None else text
+        return subword_text(text, lowercase=self.truecaser is not None)
 
     def source_ids(self, sentence: str) -> list[int]:
         """One English sentence -> its BPE ids, ending with <eos>."""

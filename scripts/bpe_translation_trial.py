@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from functools import partial
 
 import torch
 
@@ -22,9 +23,8 @@ from helpers.bpe import BPETokenizer
 from helpers.datasets import data_file, load_pairs, prepare_data, training_pairs
 from helpers.evaluation import sacrebleu_scores
 from helpers.models import Seq2Seq, Seq2SeqConfig, translation_loss
-from helpers.tokenizers import normalize
 from helpers.training import TrainConfig
-from helpers.translator import SubwordTranslator, fit_translator
+from helpers.translator import SubwordTranslator, fit_translator, subword_text
 from helpers.utils import PROJECT_ROOT, atomic_write_text, set_seed
 
 MODEL = dict(d_model=128, n_heads=4, n_enc_layers=3, n_dec_layers=3, d_ff=512, dropout=0.3, max_len=96, use_sdpa=True)
@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(1)
     data = prepare_data(load_pairs(data_file("small")), seed=0, min_freq_src=1, min_freq_tgt=2)
     truecaser = data.tgt_tok if args.lowercase else None  # the word model's French truecaser
-    prepare = (lambda t: normalize(t).lower()) if args.lowercase else normalize
+    prepare = partial(subword_text, lowercase=args.lowercase)  # what SubwordTranslator.prepare will do
     pairs = [(prepare(en), prepare(fr)) for en, fr in training_pairs(data.splits["train"])]
     if args.shared:
         bpe_src = bpe_tgt = BPETokenizer.train([en for en, _ in pairs] + [fr for _, fr in pairs], args.vocab)
