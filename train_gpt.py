@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from helpers.checkpoints import load_checkpoint, save_checkpoint
@@ -330,8 +331,8 @@ def describe(job: Job, trainer: Trainer, device: torch.device, backend: str, pat
         lines.append(f"resuming {path} at step {trainer.step}{changed if before != n else ''}")
     lines.append(
         f"{job.model_name}: {n_params / 1e6:.2f}M parameters | {n} process(es) on {device.type}"
-        f"{f', {backend}' if n > 1 else ''} | global batch {cfg.batch_size} = {n} x {cfg.batch_size // n} "
-        f"| steps {trainer.step}..{cfg.max_steps}"
+        f"{f', {backend}' if dist.is_initialized() else ''} | global batch {cfg.batch_size} = {n} x "
+        f"{cfg.batch_size // n} | steps {trainer.step}..{cfg.max_steps}"
     )
     return "\n".join(lines)
 

@@ -113,9 +113,15 @@ def check_backend(device: torch.device, backend: str | None = None) -> str:
     return backend
 
 
+def launched_by_torchrun() -> bool:
+    """True in a process that torchrun started (it sets $MASTER_ADDR and $RANK), even a job of one process."""
+    return "MASTER_ADDR" in os.environ and "RANK" in os.environ
+
+
 def init(device: torch.device, backend: str | None = None) -> None:
-    """Join torchrun's process group (its env:// rendezvous) when there are several processes."""
-    if world_size() > 1 and not dist.is_initialized():
+    """Join torchrun's process group (its env:// rendezvous): under torchrun, even alone, so that a job of one
+    process takes the same path (DDP, the backend's collectives) as a job of several."""
+    if (launched_by_torchrun() or world_size() > 1) and not dist.is_initialized():
         backend = check_backend(device, backend)
         dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
 
@@ -131,7 +137,7 @@ def wrap(model: nn.Module) -> nn.Module:
 
     DDP copies rank 0's weights to every rank once, then averages the gradients during each backward pass.
     """
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if not dist.is_initialized():
         return model
     device = next(model.parameters()).device
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

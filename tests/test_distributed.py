@@ -87,12 +87,22 @@ def global_batches(text: Path) -> list[torch.Tensor]:
     return [get_batch(train, BATCH, BLOCK, generator)[0] for _ in range(STEPS)]
 
 
-def torchrun(text: Path, tmp_path: Path, plant: str | None = None) -> tuple[subprocess.CompletedProcess, dict, list]:
-    """Train TINY on 2 processes: (the finished process, the checkpoint, per rank the list of slices it trained on)."""
+def torchrun(
+    text: Path, tmp_path: Path, plant: str | None = None, nproc: int = 2
+) -> tuple[subprocess.CompletedProcess, dict, list]:
+    """Train TINY on nproc processes: (the finished process, the checkpoint, per rank the list of its slices)."""
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER.format(plant=plant, out=str(tmp_path)), encoding="utf-8")
     path = tmp_path / "state.pt"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        str(launcher),
+    ]
     done = subprocess.run(
         [*command, *TINY, "--data", str(text), "--checkpoint", str(path)],
         cwd=ROOT,
@@ -102,7 +112,7 @@ def torchrun(text: Path, tmp_path: Path, plant: str | None = None) -> tuple[subp
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    seen = [torch.load(tmp_path / f"seen{r}.pt", weights_only=True) for r in range(2)]
+    seen = [torch.load(tmp_path / f"seen{r}.pt", weights_only=True) for r in range(nproc)]
     return done, torch.load(path, weights_only=True), seen
 
 
@@ -163,6 +173,13 @@ def test_two_processes_take_the_same_steps_as_one(text, one_process, tmp_path):
     log_lines = [line for line in done.stdout.splitlines() if line.startswith("step ")]
     assert len(log_lines) == 3 and "global batch 8 = 2 x 4" in done.stdout  # steps 0, 3, 6, printed by rank 0 only
     assert two["meta"]["extra"]["world_size"] == 2 and len(two["meta"]["extra"]["rng_per_rank"]) == 2
+
+
+def test_one_process_under_torchrun_takes_the_ddp_path_and_the_same_steps(text, one_process, tmp_path):
+    done, one_ddp, seen = torchrun(text, tmp_path, nproc=1)
+    assert "1 process(es) on cpu, gloo" in done.stdout  # the process group (and so DDP) is used even for one
+    assert relative_gap(one_ddp["meta"]["losses"], one_process["meta"]["losses"]) < 1e-6
+    assert all(torch.equal(s, x) for s, x in zip(seen[0], global_batches(text)))  # the whole batch, every step
 
 
 @pytest.mark.parametrize("plant", ["overlap", "full"])

@@ -1,0 +1,189 @@
+"""Train the course's GPT and the modern GPT on a GPU: tokens per second and validation loss against training time.
+
+    python scripts/gpu_runs.py --out artifacts/gpu nanogpt_course nanogpt_modern   # nanoGPT's sizes, 5,000 steps
+    python scripts/gpu_runs.py --out artifacts/gpu nb06_course nb06_modern        # notebook 06's sizes, 120 s
+    python scripts/gpu_runs.py --out artifacts/gpu compile                        # torch.compile against eager
+    python scripts/gpu_runs.py --device cpu --smoke --out /tmp/gpu_smoke nanogpt_course   # a few steps, any machine
+
+Each run writes <out>/<run>.json: the device, the PyTorch version, the settings, the evaluation log (validation loss
+over the whole validation split against training seconds) and the throughput. Notebook 11 reads these files as a
+recorded table; they are never mixed with the CPU figures of artifacts/metrics.json.
+
+The runs (all with bfloat16 autocast and the fused attention kernel, use_sdpa=True, which tests/test_attention.py and
+tests/test_modern.py prove equal to the from-scratch path):
+  nanogpt_course  the course's GPT at nanoGPT's Shakespeare sizes and schedule: 6 layers, 6 heads, width 384,
+                  context 256, dropout 0.2, no biases, batch 64, AdamW at 1e-3 (beta2 0.99), 5,000 steps with
+                  100 warm-up steps and a cosine to 1e-4. nanoGPT reports a validation loss of 1.4697 for it.
+  nanogpt_modern  the same sizes and steps with every modern switch (helpers/modern.py) and Muon + AdamW.
+  nanogpt_modern_adamw  the modern GPT at those sizes with nanogpt_course's AdamW: what Muon changes.
+  nb06_course     notebook 06's full settings (4 layers, width 192, context 128, batch 16), 120 s of training.
+  nb06_modern     the same with every modern switch and Muon + AdamW (tuning run S's settings).
+  compile         ms per step of nanogpt_course's model, eager against torch.compile, after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from helpers.datasets import load_dataset  # noqa: E402
+from helpers.models import GPT, GPTConfig  # noqa: E402
+from helpers.modern import ModernGPT, ModernGPTConfig, make_muon_adamw  # noqa: E402
+from helpers.training import TrainConfig, Trainer  # noqa: E402
+from helpers.utils import get_device  # noqa: E402
+
+NANOGPT_SIZES = dict(block_size=256, d_model=384, n_heads=6, n_layers=6, dropout=0.2, bias=False, use_sdpa=True)
+# time_limit only guards the device's 10-minute call limit: a run that reaches it records fewer than 5,000 steps
+NANOGPT_TRAIN = dict(
+    max_steps=5000, batch_size=64, lr=1e-3, min_lr_ratio=0.1, warmup_steps=100, beta2=0.99, time_limit=420.0
+)
+NB06_SIZES = dict(
+    block_size=128, d_model=192, n_heads=4, n_layers=4, dropout=0.1, attn_dropout=0.0, ffn_dropout=0.0, use_sdpa=True
+)
+NB06_TRAIN = dict(max_steps=100_000, batch_size=16, lr=2e-3, min_lr_ratio=0.05, warmup_steps=100, beta2=0.99)
+MUON = dict(muon_lr=0.02, adamw_lr=2e-3)  # tuning runs P and S (artifacts/tuning/README.md)
+
+RUNS = {
+    # name: (modern?, model sizes, train settings, Muon settings or None, seconds between evaluations)
+    "nanogpt_course": (False, NANOGPT_SIZES, NANOGPT_TRAIN, None, 15),
+    "nanogpt_modern": (True, NANOGPT_SIZES, NANOGPT_TRAIN, {**MUON, "adamw_lr": 1e-3}, 15),
+    "nanogpt_modern_adamw": (True, NANOGPT_SIZES, NANOGPT_TRAIN, None, 15),
+    "nb06_course": (False, NB06_SIZES, {**NB06_TRAIN, "time_budget": 118.0, "time_limit": 120.0}, None, 10),
+    "nb06_modern": (True, NB06_SIZES, {**NB06_TRAIN, "time_budget": 118.0, "time_limit": 120.0}, MUON, 10),
+}
+
+
+def build(modern: bool, sizes: dict, vocab_size: int, seed: int) -> torch.nn.Module:
+    """The course's GPT, or the modern GPT with every switch on, seeded."""
+    torch.manual_seed(seed)
+    if modern:
+        return ModernGPT(ModernGPTConfig.modern(vocab_size=vocab_size, **sizes))
+    return GPT(GPTConfig(vocab_size=vocab_size, **sizes))
+
+
+def describe_device(device: torch.device) -> dict:
+    """What ran the numbers: device name, PyTorch and CUDA versions."""
+    info = {"device": str(device), "torch": torch.__version__}
+    if device.type == "cuda":
+        info.update(name=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    else:
+        info.update(name="cpu", threads=torch.get_num_threads())
+    return info
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_run(name: str, device: torch.device, smoke: bool, seed: int) -> dict:
+    """One training run of RUNS; its log, throughput and settings as a dict."""
+    modern, sizes, train, muon, every = RUNS[name]
+    ds = load_dataset()
+    sizes = dict(sizes)
+    if smoke:  # a few steps of a tiny model: checks the script, measures nothing
+        sizes.update(block_size=32, d_model=48, n_heads=4, n_layers=2)
+        train = {**train, "max_steps": 12, "warmup_steps": 4, "time_budget": None, "time_limit": None}
+    model = build(modern, sizes, ds.tokenizer.vocab_size, seed).to(device)
+    optimizer = make_muon_adamw(model, **muon) if muon else None
+    limit = train.get("time_limit")
+    marks = [every * k for k in range(1, int((limit or 3600) // every) + 1)]
+    cfg = TrainConfig(amp=True, eval_interval=100_000, eval_at_seconds=marks, seed=seed, **train)
+    trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size, optimizer=optimizer)
+    t0 = time.perf_counter()
+    trainer.run()
+    wall = time.perf_counter() - t0
+    tokens = trainer.step * cfg.batch_size * model.cfg.block_size
+    return {
+        "run": name,
+        **describe_device(device),
+        "model": "modern" if modern else "course",
+        "model_config": {k: v for k, v in vars(model.cfg).items()},
+        "train_config": {k: getattr(cfg, k) for k in ("max_steps", "batch_size", "lr", "warmup_steps", "time_limit")},
+        "optimizer": {"muon": muon} if muon else {"adamw_lr": cfg.lr},
+        "seed": seed,
+        "smoke": smoke,
+        "n_params": model.num_params(),
+        "steps": trainer.step,
+        "tokens": tokens,
+        "train_seconds": trainer.train_seconds,
+        "eval_seconds": trainer.eval_seconds,
+        "wall_seconds": wall,
+        "tokens_per_second": tokens / trainer.train_seconds,
+        "ms_per_step": 1000 * trainer.train_seconds / trainer.step,
+        "val_loss": trainer.log[-1]["val_loss"],
+        "val_se": trainer.log[-1]["val_se"],
+        "log": trainer.log,
+    }
+
+
+def compile_run(device: torch.device, smoke: bool, seed: int, steps: int = 150) -> dict:
+    """Median ms per training step of nanogpt_course's model, eager and compiled, each after its own warm-up."""
+    ds = load_dataset()
+    sizes = dict(NANOGPT_SIZES)
+    if smoke:
+        sizes.update(block_size=32, d_model=48, n_heads=4, n_layers=2)
+        steps = 6
+    out = {"run": "compile", **describe_device(device), "seed": seed, "smoke": smoke, "steps_timed": steps}
+    for compiled in (False, True):
+        model = build(False, sizes, ds.tokenizer.vocab_size, seed).to(device)
+        cfg = TrainConfig(max_steps=10 * steps, batch_size=64, lr=1e-3, warmup_steps=10, amp=True, compile=compiled)
+        trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
+        t0 = time.perf_counter()
+        for _ in range(3):  # the first steps compile (or warm the kernels); their time is reported apart
+            trainer.train_step()
+        sync(device)
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            trainer.train_step()  # its loss.item() waits for the step to finish
+            times.append(time.perf_counter() - t0)
+        key = "compiled" if compiled else "eager"
+        out[key] = {
+            "first_3_steps_seconds": first,
+            "median_ms_per_step": 1000 * statistics.median(times),
+            "loss_after": trainer.losses[-1],
+        }
+    out["speedup"] = out["eager"]["median_ms_per_step"] / out["compiled"]["median_ms_per_step"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", choices=[*RUNS, "compile"])
+    parser.add_argument("--out", type=Path, required=True, help="folder for <run>.json")
+    parser.add_argument("--device", default=None, help="cuda, cpu or auto (default: $COURSE_DEVICE, else the best)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="a few steps of a tiny model, to check the script")
+    args = parser.parse_args(argv)
+    device = get_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matrix products on tensor cores (evaluation)
+        torch.backends.cudnn.allow_tf32 = True
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.runs:
+        print(f"== {name} on {device}", flush=True)
+        result = (
+            compile_run(device, args.smoke, args.seed)
+            if name == "compile"
+            else train_run(name, device, args.smoke, args.seed)
+        )
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        summary = {k: result[k] for k in ("steps", "train_seconds", "tokens_per_second", "val_loss") if k in result}
+        print(name, json.dumps(summary if summary else {k: result[k] for k in ("eager", "compiled", "speedup")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
