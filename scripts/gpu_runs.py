@@ -36,8 +36,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from helpers.datasets import load_dataset  # noqa: E402
-from helpers.models import GPT, GPTConfig  # noqa: E402
-from helpers.modern import ModernGPT, ModernGPTConfig, make_muon_adamw  # noqa: E402
+from helpers.runs import build_char_gpt, describe_device, recorded_run  # noqa: E402
 from helpers.training import TrainConfig, Trainer  # noqa: E402
 from helpers.utils import get_device  # noqa: E402
 
@@ -62,24 +61,6 @@ RUNS = {
 }
 
 
-def build(modern: bool, sizes: dict, vocab_size: int, seed: int) -> torch.nn.Module:
-    """The course's GPT, or the modern GPT with every switch on, seeded."""
-    torch.manual_seed(seed)
-    if modern:
-        return ModernGPT(ModernGPTConfig.modern(vocab_size=vocab_size, **sizes))
-    return GPT(GPTConfig(vocab_size=vocab_size, **sizes))
-
-
-def describe_device(device: torch.device) -> dict:
-    """What ran the numbers: device name, PyTorch and CUDA versions."""
-    info = {"device": str(device), "torch": torch.__version__}
-    if device.type == "cuda":
-        info.update(name=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
-    else:
-        info.update(name="cpu", threads=torch.get_num_threads())
-    return info
-
-
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so that a clock reads finished work."""
     if device.type == "cuda":
@@ -87,44 +68,17 @@ def sync(device: torch.device) -> None:
 
 
 def train_run(name: str, device: torch.device, smoke: bool, seed: int) -> dict:
-    """One training run of RUNS; its log, throughput and settings as a dict."""
+    """One training run of RUNS, as helpers.runs.recorded_run's record."""
     modern, sizes, train, muon, every = RUNS[name]
-    ds = load_dataset()
     sizes = dict(sizes)
     if smoke:  # a few steps of a tiny model: checks the script, measures nothing
         sizes.update(block_size=32, d_model=48, n_heads=4, n_layers=2)
         train = {**train, "max_steps": 12, "warmup_steps": 4, "time_budget": None, "time_limit": None}
-    model = build(modern, sizes, ds.tokenizer.vocab_size, seed).to(device)
-    optimizer = make_muon_adamw(model, **muon) if muon else None
     limit = train.get("time_limit")
     marks = [every * k for k in range(1, int((limit or 3600) // every) + 1)]
     cfg = TrainConfig(amp=True, eval_interval=100_000, eval_at_seconds=marks, seed=seed, **train)
-    trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size, optimizer=optimizer)
-    t0 = time.perf_counter()
-    trainer.run()
-    wall = time.perf_counter() - t0
-    tokens = trainer.step * cfg.batch_size * model.cfg.block_size
-    return {
-        "run": name,
-        **describe_device(device),
-        "model": "modern" if modern else "course",
-        "model_config": {k: v for k, v in vars(model.cfg).items()},
-        "train_config": {k: getattr(cfg, k) for k in ("max_steps", "batch_size", "lr", "warmup_steps", "time_limit")},
-        "optimizer": {"muon": muon} if muon else {"adamw_lr": cfg.lr},
-        "seed": seed,
-        "smoke": smoke,
-        "n_params": model.num_params(),
-        "steps": trainer.step,
-        "tokens": tokens,
-        "train_seconds": trainer.train_seconds,
-        "eval_seconds": trainer.eval_seconds,
-        "wall_seconds": wall,
-        "tokens_per_second": tokens / trainer.train_seconds,
-        "ms_per_step": 1000 * trainer.train_seconds / trainer.step,
-        "val_loss": trainer.log[-1]["val_loss"],
-        "val_se": trainer.log[-1]["val_se"],
-        "log": trainer.log,
-    }
+    record = recorded_run(name, load_dataset(), sizes, cfg, "all" if modern else None, muon, device)
+    return {**record, "model": "modern" if modern else "course", "smoke": smoke}
 
 
 def compile_run(device: torch.device, smoke: bool, seed: int, steps: int = 150) -> dict:
@@ -136,7 +90,7 @@ def compile_run(device: torch.device, smoke: bool, seed: int, steps: int = 150) 
         steps = 6
     out = {"run": "compile", **describe_device(device), "seed": seed, "smoke": smoke, "steps_timed": steps}
     for compiled in (False, True):
-        model = build(False, sizes, ds.tokenizer.vocab_size, seed).to(device)
+        model = build_char_gpt(sizes, ds.tokenizer.vocab_size, None, seed).to(device)
         cfg = TrainConfig(max_steps=10 * steps, batch_size=64, lr=1e-3, warmup_steps=10, amp=True, compile=compiled)
         trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
         t0 = time.perf_counter()
