@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 # Imported on first use; importing them registers their checks.
-CHECK_MODULES = ("helpers.checks_basics", "helpers.checks_models", "helpers.checks_research")
+CHECK_MODULES = ("helpers.checks_basics", "helpers.checks_models", "helpers.checks_research", "helpers.checks_modern")
 
 
 @dataclass

@@ -196,12 +196,17 @@ def _rebuild(model_cls, config_cls, ckpt: dict, tied_to: str, what: str, source)
 
 
 def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
-    """Load the char-GPT checkpoint of notebook 06: (model in eval mode on `device`, its CharTokenizer).
+    """Load a char-GPT checkpoint (notebook 06's GPT or notebook 11's ModernGPT): (model in eval mode, tokenizer).
 
     Every problem with the file, including a checkpoint of another kind, is a CheckpointError naming it.
     """
     ckpt = load_checkpoint(path, kind="char-gpt")
-    model = GPT.from_checkpoint(ckpt, source=path)
+    model_cls = GPT
+    if isinstance(ckpt.get("config"), dict) and "norm" in ckpt["config"]:  # ModernGPTConfig's switches are saved
+        from helpers.modern import ModernGPT  # imported here: helpers.modern builds on this module
+
+        model_cls = ModernGPT
+    model = model_cls.from_checkpoint(ckpt, source=path)
     try:
         tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:

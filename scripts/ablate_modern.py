@@ -26,7 +26,8 @@ from helpers.training import TrainConfig  # noqa: E402
 
 SIZES = dict(block_size=128, d_model=192, n_heads=4, n_layers=4, dropout=0.1, attn_dropout=0.0, ffn_dropout=0.0)
 TRAIN = dict(max_steps=100_000, batch_size=16, lr=2e-3, min_lr_ratio=0.05, warmup_steps=100, beta2=0.99)
-MUON = dict(muon_lr=0.02, adamw_lr=2e-3)  # tuning runs P and S (artifacts/tuning/README.md)
+# the learning rates of tuning runs P and S (artifacts/tuning/README.md); Newton-Schulz in bfloat16 (notebook 11, 5)
+MUON = dict(muon_lr=0.02, adamw_lr=2e-3, ns_dtype="bfloat16")
 ABLATIONS = {  # run name: (helpers.modern switches, Muon settings)
     "baseline": (None, None),  # notebook 06's GPT
     "rmsnorm": ({"norm": "rmsnorm"}, None),

@@ -18,7 +18,8 @@ tests/test_modern.py prove equal to the from-scratch path):
   nanogpt_modern_adamw  the modern GPT at those sizes with nanogpt_course's AdamW: what Muon changes.
   nb06_course     notebook 06's full settings (4 layers, width 192, context 128, batch 16), 120 s of training.
   nb06_modern     the same with every modern switch and Muon + AdamW (tuning run S's settings).
-  compile         ms per step of nanogpt_course's model, eager against torch.compile, after warm-up.
+  compile         ms per step of nanogpt_course's model, eager against torch.compile, after warm-up;
+  compile_nb06, compile_nb06_modern   the same for nb06_course's and nb06_modern's models (on a CPU too).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from helpers.datasets import load_dataset  # noqa: E402
+from helpers.modern import make_muon_adamw  # noqa: E402
 from helpers.runs import build_char_gpt, describe_device, recorded_run  # noqa: E402
 from helpers.training import TrainConfig, Trainer  # noqa: E402
 from helpers.utils import get_device  # noqa: E402
@@ -49,7 +51,7 @@ NB06_SIZES = dict(
     block_size=128, d_model=192, n_heads=4, n_layers=4, dropout=0.1, attn_dropout=0.0, ffn_dropout=0.0, use_sdpa=True
 )
 NB06_TRAIN = dict(max_steps=100_000, batch_size=16, lr=2e-3, min_lr_ratio=0.05, warmup_steps=100, beta2=0.99)
-MUON = dict(muon_lr=0.02, adamw_lr=2e-3)  # tuning runs P and S (artifacts/tuning/README.md)
+MUON = dict(muon_lr=0.02, adamw_lr=2e-3)  # tuning runs P and S (artifacts/tuning/README.md); float32 Newton-Schulz
 
 RUNS = {
     # name: (modern?, model sizes, train settings, Muon settings or None, seconds between evaluations)
@@ -81,18 +83,42 @@ def train_run(name: str, device: torch.device, smoke: bool, seed: int) -> dict:
     return {**record, "model": "modern" if modern else "course", "smoke": smoke}
 
 
-def compile_run(device: torch.device, smoke: bool, seed: int, steps: int = 150) -> dict:
-    """Median ms per training step of nanogpt_course's model, eager and compiled, each after its own warm-up."""
+COMPILE_RUNS = {  # name: (modern?, model sizes, batch size, Muon settings or None, steps timed)
+    "compile": (False, NANOGPT_SIZES, 64, None, 150),
+    "compile_nb06": (False, NB06_SIZES, 16, None, 100),
+    "compile_nb06_modern": (True, NB06_SIZES, 16, MUON, 100),
+}
+
+
+def compile_run(name: str, device: torch.device, smoke: bool, seed: int) -> dict:
+    """Median ms per training step, eager and compiled (TrainConfig.compile), each after 3 steps of warm-up.
+
+    On a CPU both arms use notebook 06's CPU speed-ups (flush_denormal, fast_dropout) as the full runs do.
+    """
+    modern, sizes, batch, muon, steps = COMPILE_RUNS[name]
     ds = load_dataset()
-    sizes = dict(NANOGPT_SIZES)
+    sizes = {**sizes, "use_sdpa": device.type == "cuda"}
     if smoke:
         sizes.update(block_size=32, d_model=48, n_heads=4, n_layers=2)
         steps = 6
-    out = {"run": "compile", **describe_device(device), "seed": seed, "smoke": smoke, "steps_timed": steps}
+    out = {"run": name, **describe_device(device), "seed": seed, "smoke": smoke, "steps_timed": steps}
+    out.update(model="modern" if modern else "course", model_sizes=sizes, batch_size=batch, muon=muon)
+    cpu = device.type == "cpu"
     for compiled in (False, True):
-        model = build_char_gpt(sizes, ds.tokenizer.vocab_size, None, seed).to(device)
-        cfg = TrainConfig(max_steps=10 * steps, batch_size=64, lr=1e-3, warmup_steps=10, amp=True, compile=compiled)
-        trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size)
+        model = build_char_gpt(sizes, ds.tokenizer.vocab_size, "all" if modern else None, seed).to(device)
+        optimizer = make_muon_adamw(model, **muon) if muon else None
+        cfg = TrainConfig(
+            max_steps=10 * steps,
+            batch_size=batch,
+            lr=1e-3,
+            warmup_steps=10,
+            amp=True,
+            compile=compiled,
+            seed=seed,
+            flush_denormal=cpu,
+            fast_dropout=cpu,
+        )
+        trainer = Trainer(model, ds.train, ds.val, cfg, model.cfg.block_size, optimizer=optimizer)
         t0 = time.perf_counter()
         for _ in range(3):  # the first steps compile (or warm the kernels); their time is reported apart
             trainer.train_step()
@@ -115,7 +141,7 @@ def compile_run(device: torch.device, smoke: bool, seed: int, steps: int = 150) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", choices=[*RUNS, "compile"])
+    parser.add_argument("runs", nargs="+", choices=[*RUNS, *COMPILE_RUNS])
     parser.add_argument("--out", type=Path, required=True, help="folder for <run>.json")
     parser.add_argument("--device", default=None, help="cuda, cpu or auto (default: $COURSE_DEVICE, else the best)")
     parser.add_argument("--seed", type=int, default=0)
@@ -129,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.runs:
         print(f"== {name} on {device}", flush=True)
         result = (
-            compile_run(device, args.smoke, args.seed)
-            if name == "compile"
+            compile_run(name, device, args.smoke, args.seed)
+            if name in COMPILE_RUNS
             else train_run(name, device, args.smoke, args.seed)
         )
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -451,3 +451,50 @@ def test_the_course_trainer_takes_muon_and_resumes_it_exactly(tmp_path):
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert isinstance(resumed.optimizer, CombinedOptimizer)
+
+
+def test_sample_py_reads_a_modern_checkpoint_as_it_reads_a_gpt_one(tmp_path, capsys):
+    import sample
+    from helpers.models import load_char_gpt
+
+    tok = CharTokenizer.from_text("abcdefghij ")
+    model = ModernGPT(ModernGPTConfig.modern(**{**SIZES, "vocab_size": tok.vocab_size})).eval()
+    path = save_checkpoint(model.checkpoint(tok), tmp_path / "modern.pt")
+    loaded, loaded_tok = load_char_gpt(path)
+    assert type(loaded) is ModernGPT and loaded.cfg == model.cfg and loaded_tok.vocab_size == tok.vocab_size
+    gpt_path = save_checkpoint(
+        GPT(GPTConfig(**{**SIZES, "vocab_size": tok.vocab_size})).checkpoint(tok), tmp_path / "g.pt"
+    )
+    assert type(load_char_gpt(gpt_path)[0]) is GPT  # notebook 06's checkpoints still load as GPT
+    args = ["--checkpoint", str(path), "--prompt", "abc", "--length", "20", "--seed", "1", "--device", "cpu"]
+    assert sample.main(args) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("abc") and len(text.rstrip("\n")) >= 23
+
+
+def test_muon_orthogonalises_same_shaped_matrices_in_one_batch_as_it_would_one_by_one():
+    torch.manual_seed(0)
+    weights = [nn.Parameter(torch.randn(*shape)) for shape in [(6, 4), (6, 4), (4, 6), (6, 4)]]
+    grads = [torch.randn_like(w) for w in weights]
+    batched = Muon(weights, lr=0.05, weight_decay=0.1)
+    singles = [nn.Parameter(w.detach().clone()) for w in weights]
+    one_by_one = [Muon([s], lr=0.05, weight_decay=0.1) for s in singles]
+    for _ in range(3):
+        for w, s, g in zip(weights, singles, grads):
+            w.grad, s.grad = g.clone(), g.clone()
+        batched.step()
+        for opt in one_by_one:
+            opt.step()
+    for w, s in zip(weights, singles):
+        torch.testing.assert_close(w, s, atol=1e-6, rtol=1e-5)
+
+
+def test_bfloat16_newton_schulz_keeps_the_band_and_make_muon_adamw_takes_its_name():
+    G = torch.randn(8, 192, 512, generator=torch.Generator().manual_seed(3))
+    s = torch.linalg.svdvals(newton_schulz(G, dtype=torch.bfloat16).float())
+    assert s.min() > 0.5 and s.max() < 1.3  # bfloat16 keeps 8 bits of mantissa: a slightly wider band than float32
+    model = modern()
+    opt = make_muon_adamw(model, muon_lr=0.02, adamw_lr=1e-3, ns_dtype="bfloat16")
+    assert opt.param_groups[0]["ns_dtype"] is torch.bfloat16
+    with pytest.raises(ValueError, match="ns_dtype must name a torch dtype"):
+        make_muon_adamw(model, muon_lr=0.02, adamw_lr=1e-3, ns_dtype="bfloat17")

@@ -49,7 +49,7 @@ def test_every_check_has_one_solution_and_every_solution_a_check(sources):
 
 
 def test_every_notebook_has_exercises(sources):
-    assert [src.number for src in sources] == [f"{i:02d}" for i in range(1, 11)]
+    assert [src.number for src in sources] == [f"{i:02d}" for i in range(1, 12)]
 
 
 def test_workspace_is_generated_deterministically_and_holds_no_solution(sources, tmp_path):
