@@ -19,7 +19,8 @@ tests/test_modern.py prove equal to the from-scratch path):
   nb06_course     notebook 06's full settings (4 layers, width 192, context 128, batch 16), 120 s of training.
   nb06_modern     the same with every modern switch and Muon + AdamW (tuning run S's settings).
   compile         ms per step of nanogpt_course's model, eager against torch.compile, after warm-up;
-  compile_nb06, compile_nb06_modern   the same for nb06_course's and nb06_modern's models (on a CPU too).
+  compile_nb06, compile_nb06_modern   the same for nb06_course's and nb06_modern's models (on a CPU too);
+  compile_modern  the same for nanogpt_modern's model (with Muon's batched float32 Newton-Schulz).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ COMPILE_RUNS = {  # name: (modern?, model sizes, batch size, Muon settings or No
     "compile": (False, NANOGPT_SIZES, 64, None, 150),
     "compile_nb06": (False, NB06_SIZES, 16, None, 100),
     "compile_nb06_modern": (True, NB06_SIZES, 16, MUON, 100),
+    "compile_modern": (True, NANOGPT_SIZES, 64, MUON, 150),
 }
 
 
