@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from helpers.datasets import load_dataset  # noqa: E402
+from helpers.measure import synchronize  # noqa: E402
 from helpers.modern import make_muon_adamw  # noqa: E402
 from helpers.runs import build_char_gpt, describe_device, recorded_run  # noqa: E402
 from helpers.training import TrainConfig, Trainer  # noqa: E402
@@ -62,12 +63,6 @@ RUNS = {
     "nb06_course": (False, NB06_SIZES, {**NB06_TRAIN, "time_budget": 118.0, "time_limit": 120.0}, None, 10),
     "nb06_modern": (True, NB06_SIZES, {**NB06_TRAIN, "time_budget": 118.0, "time_limit": 120.0}, MUON, 10),
 }
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a clock reads finished work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_run(name: str, device: torch.device, smoke: bool, seed: int) -> dict:
@@ -124,7 +119,7 @@ def compile_run(name: str, device: torch.device, smoke: bool, seed: int) -> dict
         t0 = time.perf_counter()
         for _ in range(3):  # the first steps compile (or warm the kernels); their time is reported apart
             trainer.train_step()
-        sync(device)
+        synchronize(device)
         first = time.perf_counter() - t0
         times = []
         for _ in range(steps):

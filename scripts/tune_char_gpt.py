@@ -17,8 +17,8 @@ import time
 import torch
 
 from helpers.datasets import load_dataset
-from helpers.models import GPT, GPTConfig
-from helpers.modern import ModernGPT, ModernGPTConfig, make_muon_adamw
+from helpers.modern import make_muon_adamw
+from helpers.runs import build_char_gpt
 from helpers.training import TrainConfig, Trainer
 
 spec = json.loads(sys.argv[1])
@@ -26,14 +26,7 @@ seed = spec["train"].pop("seed", 0)  # initialisation, batches and dropout
 if "threads" in spec:
     torch.set_num_threads(spec["threads"])
 ds = load_dataset()
-torch.manual_seed(seed)
-switches = spec.get("modern")
-if switches is None:
-    model = GPT(GPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
-elif switches == "all":
-    model = ModernGPT(ModernGPTConfig.modern(vocab_size=ds.tokenizer.vocab_size, **spec["model"]))
-else:
-    model = ModernGPT(ModernGPTConfig(vocab_size=ds.tokenizer.vocab_size, **spec["model"], **switches))
+model = build_char_gpt(spec["model"], ds.tokenizer.vocab_size, spec.get("modern"), seed)
 optimizer = make_muon_adamw(model, **spec["muon"]) if "muon" in spec else None
 print(f"params {model.num_params():,}", flush=True)
 cfg = TrainConfig(

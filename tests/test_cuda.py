@@ -53,20 +53,13 @@ def test_cuda_forward_and_gradients_equal_cpu(index):
     idx = torch.randint(0, SIZES["vocab_size"], (3, SIZES["block_size"]), generator=torch.Generator().manual_seed(1))
     logits, loss = model(idx, idx)
     loss.backward()
-    gpu = ModelCopy(model)
-    g_logits, g_loss = gpu.model(idx.cuda(), idx.cuda())
+    gpu = type(model)(model.cfg).cuda()  # a CUDA copy with the same weights and no gradients yet
+    gpu.load_state_dict(model.state_dict())
+    g_logits, g_loss = gpu(idx.cuda(), idx.cuda())
     g_loss.backward()
     torch.testing.assert_close(g_logits.cpu(), logits, atol=2e-5, rtol=1e-4, msg=name)
-    for (pname, p), gp in zip(model.named_parameters(), gpu.model.parameters()):
+    for (pname, p), gp in zip(model.named_parameters(), gpu.parameters()):
         torch.testing.assert_close(gp.grad.cpu(), p.grad, atol=1e-5, rtol=1e-3, msg=f"{name}: {pname}")
-
-
-class ModelCopy:
-    """A CUDA copy of a CPU model with the same weights (and no gradients yet)."""
-
-    def __init__(self, model):
-        self.model = type(model)(model.cfg).cuda()
-        self.model.load_state_dict(model.state_dict())
 
 
 @pytest.mark.parametrize("modern", [False, True])
