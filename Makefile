@@ -63,19 +63,19 @@ lab: setup kernel
 	fi
 
 exercises: setup
-	@$(PY) -m helpers.workspace create
+	@$(PY) -m grader.workspace create
 
 check: $(STAMP)
-	@$(PY) -m helpers.workspace check
+	@$(PY) -m grader.workspace check
 
 check-solutions: $(STAMP)
-	@$(PY) -m helpers.workspace check-solutions
+	@$(PY) -m grader.workspace check-solutions
 
 reset-exercise: $(STAMP)
-	@$(PY) -m helpers.workspace reset "$(EX)"
+	@$(PY) -m grader.workspace reset "$(EX)"
 
 solution: $(STAMP)
-	@$(PY) -m helpers.workspace solution "$(EX)"
+	@$(PY) -m grader.workspace solution "$(EX)"
 
 kernel: $(STAMP)
 	$(PY) -m ipykernel install --user --name transformers-course --display-name "Python (transformers-course)"

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import nbformat
 
-from helpers.metrics import MetricRecorder, collect_metrics, format_value, sync_readme, write_results
-from helpers.utils import (
+from helpers.course.metrics import MetricRecorder, collect_metrics, format_value, sync_readme, write_results
+from helpers.course.utils import (
     ARTIFACTS_ENV,
     COURSE_KERNEL,
     NOTEBOOKS_DIR,

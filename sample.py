@@ -113,10 +113,9 @@ def error(message: str) -> int:
 def main(argv=None) -> int:
     """Load the checkpoint, then print the prompt and the generated characters as they come."""
     args = parse_args(argv)
-    from helpers.checkpoints import CheckpointError
-    from helpers.decoding import stream_text
-    from helpers.models import load_char_gpt
-    from helpers.utils import course_device
+    from helpers.course.checkpoints import CheckpointError, load_char_gpt
+    from helpers.course.utils import course_device
+    from helpers.decoding import generate, prompt_ids
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the device line; stdout is for the text
@@ -130,18 +129,7 @@ def main(argv=None) -> int:
     if args.top_k is not None and args.top_k > tokenizer.vocab_size:
         return error(f"argument --top-k: must be in 1..{tokenizer.vocab_size} (the vocabulary size), got {args.top_k}")
     try:
-        pieces = stream_text(
-            model,
-            tokenizer,
-            args.prompt,
-            args.length,
-            seed=args.seed,
-            greedy=args.greedy,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            use_cache=not args.no_cache,
-        )
+        idx, generator = prompt_ids(model, tokenizer, args.prompt, args.seed)
     except ValueError as err:  # the options are checked above: what is left is an empty prompt or unknown characters
         return error(f"--prompt: {err}")
     global _started
@@ -149,9 +137,13 @@ def main(argv=None) -> int:
     _started = True
     out.write(args.prompt)
     out.flush()
-    for piece in pieces:
-        out.write(piece)
+
+    def write(ids):  # streaming: each new character as soon as it is generated
+        out.write(tokenizer.decode(ids[0]))
         out.flush()
+
+    sampling = dict(greedy=args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    generate(model, idx, args.length, **sampling, use_cache=not args.no_cache, generator=generator, on_token=write)
     out.write("\n")
     out.flush()
     return 0

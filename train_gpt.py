@@ -6,7 +6,7 @@
     python train_gpt.py --resume                                        # continue the saved run (any process count)
 
 --batch-size is the global batch: every process draws the same batch and trains on its own 1/N of it, so N processes
-take the same steps as one (helpers/distributed.py). Only rank 0 prints and writes the training state, at every
+take the same steps as one (helpers/course/distributed.py). Only rank 0 prints and writes the training state, at every
 evaluation and at the end; --resume continues it with the same losses as a run that never stopped. Ctrl-C or SIGTERM
 stops at once and leaves the last checkpoint as it was. Bad options and data end with "error: ..." and exit status 2.
 """
@@ -27,10 +27,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from helpers.checkpoints import load_checkpoint, save_checkpoint
-from helpers.data import DataUnavailableError, sha256_of
-from helpers.datasets import load_text, split_data
-from helpers.distributed import (
+from helpers.course.checkpoints import load_checkpoint, model_checkpoint, save_checkpoint
+from helpers.course.data import DataUnavailableError, sha256_of
+from helpers.course.datasets import load_text, split_data
+from helpers.course.distributed import (
     BACKENDS,
     check_backend,
     gather_objects,
@@ -48,11 +48,12 @@ from helpers.distributed import (
     world_size,
     wrap,
 )
-from helpers.distributed import rng_state as rank_rng_state
+from helpers.course.distributed import rng_state as rank_rng_state
+from helpers.course.trainer import Trainer
 from helpers.models import GPT, GPTConfig
 from helpers.modern import ModernGPT, ModernGPTConfig
 from helpers.tokenizers import CharTokenizer
-from helpers.training import TrainConfig, Trainer, lm_loss, train_step
+from helpers.training import TrainConfig, lm_loss, train_step
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_STATE = ROOT / "artifacts" / "checkpoints" / "train_gpt_train_state.pt"  # *_train_state.pt is git-ignored
@@ -254,7 +255,7 @@ class StateFile:
 
 
 def _loss_of_global_batch(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """lm_loss of this rank's slice, carrying the value of the whole global batch (helpers.distributed)."""
+    """lm_loss of this rank's slice, carrying the value of the whole global batch (helpers.course.distributed)."""
     return with_global_value(lm_loss(model, batch))
 
 
@@ -404,7 +405,7 @@ def run_training(args: argparse.Namespace, state: StateFile) -> int:
     say(f"{args.checkpoint} holds step {state.step} of {job.cfg.max_steps} ({trainer.train_seconds:.1f} s of training)")
     if args.export is not None and is_main():
         meta = {"train_config": asdict(job.cfg), "log": trainer.log, "processes": world_size()}
-        save_checkpoint(trainer.model.checkpoint(job.tokenizer, meta), args.export)
+        save_checkpoint(model_checkpoint(trainer.model, job.tokenizer, meta), args.export)
         say(f"wrote the model to {args.export} (python sample.py --checkpoint {args.export})")
     return 0
 

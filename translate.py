@@ -145,9 +145,9 @@ def main(argv=None) -> int:
     if not lines:
         return error("no sentences given (arguments, --file or stdin)")
 
-    from helpers.checkpoints import CheckpointError
-    from helpers.translator import Translator, default_checkpoint
-    from helpers.utils import course_device
+    from helpers.course.checkpoints import CheckpointError
+    from helpers.course.translator import Translator, default_checkpoint
+    from helpers.course.utils import course_device
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the device line; stdout is for the translations

@@ -122,16 +122,6 @@ def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     return (tokens != pad_id)[:, None, None, :]
 
 
-def _sdpa_fast(q, k, v, mask, dropout_p, is_causal):
-    """Run PyTorch's fused kernel, keeping the course's rule that fully masked queries output zeros."""
-    if mask is not None and mask.dtype == torch.bool:
-        dead = ~mask.any(dim=-1, keepdim=True)
-        if dead.any():
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | dead, dropout_p=dropout_p)
-            return out.masked_fill(dead, 0.0)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-
-
 class MultiHeadAttention(nn.Module):
     """Multi-head attention for self- and cross-attention, written from scratch.
 
@@ -189,12 +179,16 @@ class MultiHeadAttention(nn.Module):
 
         mask: bool or additive, broadcastable to (B, H, T_q, T_k); a (B, T_q, T_k) mask is applied to every head.
         causal: add a causal mask (aligned to the last positions when a cache holds earlier keys).
-        cache: a dict that keeps keys and values between calls: self-attention appends the new ones,
-        cross-attention computes them once from context and reuses them.
-        With rope, the new queries and keys sit at positions offset.., offset = the number of keys already cached;
-        cached keys were stored already rotated, so cached decoding equals recomputing the whole sequence.
+        cache: a dict that keeps keys and values between calls (see project).
         Returns the output (B, T_q, C) and, if need_weights, the per-head weights (B, H, T_q, T_k).
         """
+        self._check_inputs(x, context)
+        q, k, v = self.project(x, context, cache)  # (B, H, T_q, D), (B, H, T_k, D), (B, H, T_k, D)
+        out, weights = self.attend(q, k, v, mask, causal, need_weights)  # (B, H, T_q, D)
+        return self.out_proj(self.merge_heads(out)), weights  # (B, H, T_q, D) -> (B, T_q, C)
+
+    def _check_inputs(self, x: torch.Tensor, context: torch.Tensor | None) -> None:
+        """Raise a ValueError naming the shapes when x or context do not fit this module."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
         if context is not None and (
@@ -208,35 +202,62 @@ class MultiHeadAttention(nn.Module):
                 "rope=True is for self-attention only: in cross-attention queries and keys come from different "
                 "sequences, so their positions cannot be compared"
             )
+
+    def project(self, x: torch.Tensor, context: torch.Tensor | None = None, cache: dict | None = None):
+        """Queries from x, keys and values from context (or x), split into heads: (B, H, T, D) each.
+
+        With rope, the new queries and keys are rotated to positions offset.., offset = the number of keys already
+        cached; cached keys are stored rotated, so cached decoding equals recomputing the whole sequence.
+        """
         q = self.split_heads(self.q_proj(x))  # (B, T_q, C) -> (B, H, T_q, D)
         if context is not None and cache is not None and "k" in cache:
-            k, v = cache["k"], cache["v"]  # cross-attention: the encoder output does not change while decoding
-        else:
-            source = x if context is None else context
-            k = self.split_heads(self.k_proj(source))  # (B, T_k, C) -> (B, H, T_k, D)
-            v = self.split_heads(self.v_proj(source))
-            if self.rotary is not None:  # rotate q and k (never v) by their absolute positions
-                offset = cache["k"].shape[2] if cache is not None and "k" in cache else 0  # positions already cached
-                q, k = self.rotary(q, offset), self.rotary(k, offset)  # (B, H, T, D) each
-            if cache is not None:
-                if context is None and "k" in cache:
-                    k = torch.cat([cache["k"], k], dim=2)
-                    v = torch.cat([cache["v"], v], dim=2)
-                cache["k"], cache["v"] = k, v
+            return q, cache["k"], cache["v"]  # cross-attention: the encoder output does not change while decoding
+        source = x if context is None else context
+        k = self.split_heads(self.k_proj(source))  # (B, T_k, C) -> (B, H, T_k, D)
+        v = self.split_heads(self.v_proj(source))
+        if self.rotary is not None:  # rotate q and k (never v) by their absolute positions
+            offset = cache["k"].shape[2] if cache is not None and "k" in cache else 0  # positions already cached
+            q, k = self.rotary(q, offset), self.rotary(k, offset)
+        if cache is not None:
+            k, v = self.update_cache(cache, k, v, append=context is None)
+        return q, k, v
+
+    @staticmethod
+    def update_cache(cache: dict, k: torch.Tensor, v: torch.Tensor, append: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep keys and values (B, H, T, D) in cache: self-attention appends new ones, cross-attention sets them."""
+        if append and "k" in cache:
+            k = torch.cat([cache["k"], k], dim=2)  # (B, H, T_cached + T_new, D)
+            v = torch.cat([cache["v"], v], dim=2)
+        cache["k"], cache["v"] = k, v
+        return k, v
+
+    def attend(self, q, k, v, mask=None, causal: bool = False, need_weights: bool = False):
+        """softmax(q k^T / sqrt(D) + mask) v for every head: (B, H, T_q, D) and the weights (or None).
+
+        The from-scratch scaled_dot_product_attention, or PyTorch's fused kernel when use_sdpa is set and no weights
+        are asked for (tests/test_attention.py proves the two equal).
+        """
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, T_q, T_k) -> (B, 1, T_q, T_k)
-        t_q, t_k = q.shape[2], k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
         if self.use_sdpa and not need_weights:
-            if mask is not None:
-                _check_mask(mask, torch.Size((q.shape[0], self.n_heads, t_q, t_k)))
-            fused_causal = causal and mask is None and t_q == t_k
-            if causal and not fused_causal:
-                mask = add_causal(mask, t_q, t_k, x.device)
-            out, weights = _sdpa_fast(q, k, v, mask, dropout_p, fused_causal), None
-        else:
-            if causal:
-                mask = add_causal(mask, t_q, t_k, x.device)
-            out, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)
-        out = self.out_proj(self.merge_heads(out))  # (B, H, T_q, D) -> (B, T_q, C)
+            return self._attend_fused(q, k, v, mask, causal, dropout_p), None
+        if causal:
+            mask = add_causal(mask, q.shape[2], k.shape[2], q.device)
+        out, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)
         return out, (weights if need_weights else None)
+
+    def _attend_fused(self, q, k, v, mask, causal: bool, dropout_p: float) -> torch.Tensor:
+        """F.scaled_dot_product_attention with the course's mask rules (fully masked queries output zeros)."""
+        t_q, t_k = q.shape[2], k.shape[2]
+        if mask is not None:
+            _check_mask(mask, torch.Size((q.shape[0], self.n_heads, t_q, t_k)))
+        fused_causal = causal and mask is None and t_q == t_k  # the kernel's own causal mask
+        if causal and not fused_causal:
+            mask = add_causal(mask, t_q, t_k, q.device)
+        if mask is not None and mask.dtype == torch.bool:
+            dead = ~mask.any(dim=-1, keepdim=True)
+            if dead.any():
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | dead, dropout_p=dropout_p)
+                return out.masked_fill(dead, 0.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=fused_causal)

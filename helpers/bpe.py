@@ -50,8 +50,29 @@ def merge_pair(word: list[int], pair: tuple[int, int], new_id: int) -> list[int]
     return out
 
 
-def _learn_merges(chunk_counts: dict[str, int], n_merges: int, offset: int, verbose: bool = False):
-    """Learn up to n_merges merges from chunk frequencies; return the merges and each one's pair count.
+def learn_merges_plain(chunk_counts: dict[str, int], n_merges: int, offset: int = 0) -> list[tuple[int, int]]:
+    """The plain algorithm: count every adjacent pair, merge the most frequent one everywhere, repeat.
+
+    Ties go to the smallest pair of ids. Each merge recounts every pair of every chunk: clear, and slow on a large
+    corpus; learn_merges gives the same merges, faster (tests/test_bpe.py proves them equal).
+    """
+    words = [[offset + b for b in chunk.encode("utf-8")] for chunk in chunk_counts]  # token ids of each chunk
+    merges = []
+    for new_id in range(offset + 256, offset + 256 + n_merges):
+        counts: Counter = Counter()
+        for word, freq in zip(words, chunk_counts.values()):
+            for pair in zip(word, word[1:]):
+                counts[pair] += freq
+        if not counts:
+            break  # every chunk is a single token: nothing left to merge
+        best = min(counts, key=lambda pair: (-counts[pair], pair))  # the most frequent, then the smallest pair
+        merges.append(best)
+        words = [merge_pair(word, best, new_id) for word in words]
+    return merges
+
+
+def learn_merges(chunk_counts: dict[str, int], n_merges: int, offset: int, verbose: bool = False):
+    """learn_merges_plain made fast; return the merges and each one's pair count.
 
     Pair counts are updated only in the chunks that hold the merged pair (found through `where`), and the best pair
     is taken from a heap whose outdated entries are skipped, so one merge costs far less than a full recount.
@@ -61,10 +82,8 @@ def _learn_merges(chunk_counts: dict[str, int], n_merges: int, offset: int, verb
     freqs = list(chunk_counts.values())
     counts: Counter = Counter()  # (id, id) -> occurrences weighted by chunk frequency
     where: defaultdict = defaultdict(set)  # (id, id) -> indices of the chunks holding the pair
-    for i, (word, freq) in enumerate(zip(words, freqs)):
-        for pair in zip(word, word[1:]):
-            counts[pair] += freq
-            where[pair].add(i)
+    for i in range(len(words)):
+        _count_pairs(words[i], freqs[i], i, counts, where, +1)
     heap = [(-count, pair) for pair, count in counts.items()]  # the most frequent, then the smallest pair, on top
     heapq.heapify(heap)
     merges, merge_counts = [], []
@@ -79,28 +98,36 @@ def _learn_merges(chunk_counts: dict[str, int], n_merges: int, offset: int, verb
         pieces.append(pieces[pair[0] - offset] + pieces[pair[1] - offset])
         changed = set()
         for i in where.pop(pair):
-            word, freq = words[i], freqs[i]
-            for p in zip(word, word[1:]):  # take the chunk's old pairs out...
-                counts[p] -= freq
-                where[p].discard(i)
-                changed.add(p)
-            word = words[i] = merge_pair(word, pair, new_id)
-            for p in zip(word, word[1:]):  # ...and its new pairs in
-                counts[p] += freq
-                where[p].add(i)
-                changed.add(p)
-        for p in changed:
-            if counts[p] > 0:
-                heapq.heappush(heap, (-counts[p], p))
-            else:
-                del counts[p]
-                where.pop(p, None)
+            changed |= _count_pairs(words[i], freqs[i], i, counts, where, -1)  # the chunk's old pairs out...
+            words[i] = merge_pair(words[i], pair, new_id)
+            changed |= _count_pairs(words[i], freqs[i], i, counts, where, +1)  # ...and its new pairs in
+        _push_changed(changed, counts, where, heap)
         if verbose and (len(merges) % max(1, n_merges // 10) == 0 or len(merges) == n_merges):
             text = pieces[-1].decode("utf-8", errors="replace")
             print(f"merge {len(merges):>5}/{n_merges}: {pair} -> {new_id} {text!r} (count {-neg_count})")
     if verbose:
         print(f"{len(merges)} merges learned" + (" (no pairs left to merge)" if len(merges) < n_merges else ""))
     return merges, merge_counts
+
+
+def _count_pairs(word: list[int], freq: int, i: int, counts: Counter, where: defaultdict, sign: int) -> set:
+    """Add (sign=+1) or take out (sign=-1) the pairs of chunk i; return the pairs touched."""
+    pairs = set(zip(word, word[1:]))
+    for pair in zip(word, word[1:]):
+        counts[pair] += sign * freq
+    for pair in pairs:
+        (where[pair].add if sign > 0 else where[pair].discard)(i)
+    return pairs
+
+
+def _push_changed(changed: set, counts: Counter, where: defaultdict, heap: list) -> None:
+    """Push the new counts of the changed pairs on the heap; forget the pairs that no longer occur."""
+    for p in changed:
+        if counts[p] > 0:
+            heapq.heappush(heap, (-counts[p], p))
+        else:
+            del counts[p]
+            where.pop(p, None)
 
 
 class BPETokenizer:
@@ -148,7 +175,7 @@ class BPETokenizer:
                 f"got {vocab_size!r}"
             )
         chunk_counts = Counter(chunk for text in texts for chunk in split_chunks(text, pre_split))
-        merges, _ = _learn_merges(chunk_counts, vocab_size - base, len(tuple(specials)), verbose)
+        merges, _ = learn_merges(chunk_counts, vocab_size - base, len(tuple(specials)), verbose)
         return cls(merges, specials, pre_split)
 
     def __len__(self) -> int:
@@ -266,7 +293,7 @@ def merge_steps(corpus: list[str] | str, n_merges: int) -> list[dict]:
     """
     texts = [corpus] if isinstance(corpus, str) else list(corpus)
     chunk_counts = Counter(chunk for text in texts for chunk in split_chunks(text))
-    merges, counts = _learn_merges(chunk_counts, n_merges, offset=0)
+    merges, counts = learn_merges(chunk_counts, n_merges, offset=0)
     steps = []
     for k, count in enumerate(counts, start=1):
         tok = BPETokenizer(merges[:k], specials=())

@@ -5,6 +5,8 @@ Both kinds of model decode with the same KV-cache interface (new_cache / cache_l
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -74,14 +76,15 @@ def _check_generate_args(
     """Raise a ValueError for a bad prompt tensor, a negative length or bad sampling settings."""
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
-    if max_new_tokens < 0:
+    if max_new_tokens is not None and max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     check_sampling_args(model.cfg.vocab_size, temperature, top_k, top_p)
     if idx.min() < 0 or idx.max() >= model.cfg.vocab_size:
         raise ValueError(f"token ids must be in 0..{model.cfg.vocab_size - 1}")
 
 
-def generate_steps(
+@torch.no_grad()
+def generate(
     model: nn.Module,
     idx: torch.Tensor,
     max_new_tokens: int | None,
@@ -91,83 +94,50 @@ def generate_steps(
     top_p: float | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
-):
-    """Check the arguments now, then return an iterator of (next token ids (B, 1), the logits used (B, V)).
-
-    The iterator produces one step at a time, so a caller can show tokens as they come; max_new_tokens=None goes
-    on until the caller stops. It gives the same tokens as `generate` with the same arguments and generator.
-    """
-    _check_generate_args(model, idx, 0 if max_new_tokens is None else max_new_tokens, temperature, top_k, top_p)
-    return _steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_cache, generator)
-
-
-def _steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_cache, generator):
-    """The generation loop behind generate_steps (see generate for the cache)."""
-    block_size = model.cfg.block_size
-    was_training = model.training
-    model.eval()
-    cache = None
-    step = 0
-    try:
-        while max_new_tokens is None or step < max_new_tokens:
-            with torch.no_grad():
-                if not use_cache:
-                    logits, _ = model(idx[:, -block_size:])  # (B, T') -> (B, T', V)
-                elif cache is None:
-                    cache = model.new_cache()
-                    logits, _ = model(idx[:, -block_size:], cache=cache)  # the prompt, once: (B, T) -> (B, T, V)
-                elif model.cache_length(cache) >= block_size:
-                    cache = model.new_cache()  # full: rebuild from the last half window
-                    logits, _ = model(idx[:, -max(1, block_size // 2) :], cache=cache)
-                else:
-                    logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token: (B, 1) -> (B, 1, V)
-                last = logits[:, -1, :]  # (B, V)
-                nxt = pick_next(last, greedy, temperature, top_k, top_p, generator)
-                idx = torch.cat([idx, nxt], dim=1)
-            step += 1
-            yield nxt, last
-    finally:  # also when the caller stops early (or is interrupted)
-        model.train(was_training)
-
-
-@torch.no_grad()
-def generate(
-    model: nn.Module,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    greedy: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    use_cache: bool = True,
-    generator: torch.Generator | None = None,
     return_logits: bool = False,
+    on_token=None,
 ):
-    """Append max_new_tokens tokens to idx (B, T) and return (B, T + max_new_tokens) [and the logits used].
+    """Append max_new_tokens tokens to idx (B, T) and return (B, T + max_new_tokens) [and the logits used (B, N, V)].
 
-    Without the cache, every step runs the model on the last block_size tokens.
-    With the cache, the prompt is run once and each step feeds only the newest token; the result is the same as
-    without the cache while the sequence fits in block_size. Once the cache is full, it is rebuilt from the last
-    block_size // 2 tokens (learned positions cannot slide), so beyond block_size the model sees between
-    block_size // 2 and block_size tokens of context instead of exactly block_size.
+    Without the cache, every step runs the model on the last block_size tokens. With the cache, the prompt runs once
+    and each step feeds only the newest token: the same result while the sequence fits in block_size. A full cache is
+    rebuilt from the last block_size // 2 tokens (learned positions cannot slide), so beyond block_size the model sees
+    between block_size // 2 and block_size tokens of context. on_token(ids (B, 1)) is called after each step (sample.py
+    streams with it); max_new_tokens=None goes on until on_token raises (Ctrl-C, say). The model's mode is restored.
     """
-    steps = generate_steps(model, idx, max_new_tokens, greedy, temperature, top_k, top_p, use_cache, generator)
-    new_ids, used_logits = [], []
-    for nxt, last in steps:
-        new_ids.append(nxt)
-        used_logits.append(last)
-    idx = torch.cat([idx, *new_ids], dim=1)
+    _check_generate_args(model, idx, max_new_tokens or 0, temperature, top_k, top_p)
+    block_size, was_training = model.cfg.block_size, model.training
+    model.eval()
+    cache, used = None, []
+    try:
+        for step in range(max_new_tokens) if max_new_tokens is not None else itertools.count():
+            if not use_cache:
+                logits, _ = model(idx[:, -block_size:])  # the whole window, every step: (B, T') -> (B, T', V)
+            elif step == 0 or model.cache_length(cache) >= block_size:
+                window = block_size if step == 0 else max(1, block_size // 2)  # a full cache: the last half window
+                cache = model.new_cache()  # the prompt, or a full cache rebuilt
+                logits, _ = model(idx[:, -window:], cache=cache)
+            else:
+                logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token: (B, 1) -> (B, 1, V)
+            last = logits[:, -1, :]  # (B, V)
+            nxt = pick_next(last, greedy, temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat([idx, nxt], dim=1)
+            used.append(last)
+            if on_token is not None:
+                on_token(nxt)
+    finally:  # also when on_token stops the loop (or Ctrl-C does)
+        model.train(was_training)
     if return_logits:
-        return idx, (torch.stack(used_logits, dim=1) if used_logits else None)  # (B, max_new_tokens, V)
+        return idx, (torch.stack(used, dim=1) if used else None)  # (B, max_new_tokens, V)
     return idx
 
 
-def _prompt_ids(model: nn.Module, tokenizer, prompt: str, seed: int | None):
+def prompt_ids(model: nn.Module, tokenizer, prompt: str, seed: int | None = None):
     """Encode a prompt (cropped to its last block_size tokens) on the model's device, and a seeded generator."""
     if not isinstance(prompt, str) or prompt == "":
         raise ValueError("the prompt must be a non-empty string")
     ids = tokenizer.encode(prompt)  # raises ValueError on characters outside the vocabulary
-    idx = torch.tensor([ids[-model.cfg.block_size :]], dtype=torch.long, device=next(model.parameters()).device)
+    idx = torch.tensor([ids[-model.cfg.block_size :]], dtype=torch.long, device=model_device(model))
     generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
     return idx, generator
 
@@ -176,39 +146,17 @@ def generate_text(
     model: nn.Module, tokenizer, prompt: str, max_new_tokens: int, seed: int | None = None, **kwargs
 ) -> str:
     """Continue a prompt string; a prompt longer than block_size is cropped to its last block_size characters."""
-    idx, generator = _prompt_ids(model, tokenizer, prompt, seed)
+    idx, generator = prompt_ids(model, tokenizer, prompt, seed)
     out = generate(model, idx, max_new_tokens, generator=generator, **kwargs)
     return prompt + tokenizer.decode(out[0, idx.shape[1] :])
-
-
-def stream_text(
-    model: nn.Module, tokenizer, prompt: str, max_new_tokens: int | None, seed: int | None = None, **kwargs
-):
-    """Continue a prompt like generate_text, but yield the new text one token (character) at a time.
-
-    The prompt and the settings are checked at once (ValueError), before anything is generated; the pieces joined
-    equal generate_text(...) without its prompt. max_new_tokens=None streams until the caller stops.
-    """
-    idx, generator = _prompt_ids(model, tokenizer, prompt, seed)
-    steps = generate_steps(model, idx, max_new_tokens, generator=generator, **kwargs)
-    return _decoded(steps, tokenizer)
-
-
-def _decoded(steps, tokenizer):
-    """Each step's token of the first sequence as text; stopping early closes the steps (restoring the model's mode)."""
-    try:
-        for nxt, _ in steps:
-            yield tokenizer.decode(nxt[0])
-    finally:
-        steps.close()
-
-
-# ---------------------------------------------------------------- greedy decoding and beam search (08_translation)
 
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's parameters (CPU for a model without any)."""
     return next(model.parameters(), torch.empty(0)).device
+
+
+# ---------------------------------------------------------------- greedy decoding and beam search (08_translation)
 
 
 def _reorder_cache(cache: list[dict], index: torch.Tensor) -> None:

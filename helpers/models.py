@@ -1,31 +1,21 @@
 """A decoder-only GPT and an encoder-decoder from the blocks of 05 (introduced in 06_char_gpt, 08_translation).
 
-Both share one interface: new_cache() / cache_length() for decoding with a KV cache, checkpoint() to write the
-course's one checkpoint layout (helpers.checkpoints), and from_checkpoint() to read it back.
+Both share one interface, new_cache() / cache_length(), for decoding with a KV cache.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import padding_mask
-from helpers.checkpoints import (
-    CheckpointError,
-    compact_state,
-    first_line,
-    full_precision,
-    load_checkpoint,
-    make_checkpoint,
-)
 from helpers.layers import Decoder, Encoder, EncoderBlock, TransformerConfig
 from helpers.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from helpers.tokenizers import PAD_ID, CharTokenizer
+from helpers.tokenizers import PAD_ID
 
 # ---------------------------------------------------------------- a decoder-only GPT (06_char_gpt)
 
@@ -159,66 +149,8 @@ class GPT(nn.Module):
         return [block.attn_weights["self"] for block in self.blocks]
 
     def config_dict(self) -> dict:
-        """The config as a plain dict (for checkpoints)."""
+        """The config as a plain dict."""
         return asdict(self.cfg)
-
-    def checkpoint(self, tokenizer: CharTokenizer, meta: dict | None = None) -> dict:
-        """A "char-gpt" checkpoint: float16 weights (the tied head stored once), config, tokenizer and `meta`."""
-        return make_checkpoint(
-            "char-gpt", compact_state(self, skip=("lm_head.weight",)), self.config_dict(), tokenizer.to_dict(), meta
-        )
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> GPT:
-        """Rebuild the model of a "char-gpt" checkpoint, in float32.
-
-        Content that does not make a GPT (missing keys, a bad config, weights of the wrong shape) raises a
-        CheckpointError naming `source` (the file it came from).
-        """
-        return _rebuild(cls, GPTConfig, ckpt, "tok_emb.weight", "a usable char-GPT", source)
-
-
-def _rebuild(model_cls, config_cls, ckpt: dict, tied_to: str, what: str, source) -> nn.Module:
-    """Build model_cls from a checkpoint's config and load its float32 weights (the tied head is stored once).
-
-    Anything that does not make the model (missing keys, a bad config, weights of the wrong shape) raises a
-    CheckpointError naming `source` and `what` it should have held.
-    """
-    try:
-        model = model_cls(config_cls(**ckpt["config"]))
-        state = full_precision(ckpt["model"])
-        if model.lm_head.weight is getattr(model, tied_to.split(".")[0]).weight:
-            state.setdefault("lm_head.weight", state[tied_to])
-        model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-        raise CheckpointError(f"{source or 'the checkpoint'} does not hold {what} ({first_line(err)})") from None
-    return model
-
-
-def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
-    """Load a char-GPT checkpoint (notebook 06's GPT or notebook 11's ModernGPT): (model in eval mode, tokenizer).
-
-    Every problem with the file, including a checkpoint of another kind, is a CheckpointError naming it.
-    """
-    ckpt = load_checkpoint(path, kind="char-gpt")
-    model_cls = GPT
-    if isinstance(ckpt.get("config"), dict) and "norm" in ckpt["config"]:  # ModernGPTConfig's switches are saved
-        from helpers.modern import ModernGPT  # imported here: helpers.modern builds on this module
-
-        model_cls = ModernGPT
-    model = model_cls.from_checkpoint(ckpt, source=path)
-    try:
-        tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"{path} does not hold a usable character tokenizer ({first_line(err)})") from None
-    if tokenizer.vocab_size != model.cfg.vocab_size:
-        raise CheckpointError(
-            f"{path} is inconsistent: its tokenizer has {tokenizer.vocab_size} characters, "
-            f"its model {model.cfg.vocab_size}"
-        )
-    if device is not None:
-        model.to(device)
-    return model.eval(), tokenizer
 
 
 # ---------------------------------------------------------------- an encoder-decoder (08_translation)
@@ -332,32 +264,32 @@ class Seq2Seq(nn.Module):
         self.decode(tgt_in, memory, src_mask, need_weights=True)
         return [layer.attn_weights["cross"] for layer in self.decoder.layers]
 
-    def checkpoint(self, tokenizer: dict, meta: dict | None = None) -> dict:
-        """A "translation" checkpoint: float16 weights (a tied head stored once), config, tokenizers and `meta`."""
-        skip = ("lm_head.weight",) if self.cfg.tie_embeddings else ()
-        return make_checkpoint("translation", compact_state(self, skip=skip), asdict(self.cfg), tokenizer, meta)
 
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, source: Path | str | None = None) -> Seq2Seq:
-        """Rebuild the model of a "translation" checkpoint in float32 (CheckpointError naming `source` if unusable)."""
-        return _rebuild(cls, Seq2SeqConfig, ckpt, "tgt_embed.weight", "a usable translation model", source)
+# ---------------------------------------------------------------- a one-head decoder for the KV-cache exercise (07)
 
 
-def seq2seq_loss(
-    logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0, ignore_padding: bool = True
-) -> torch.Tensor:
-    """Mean token cross-entropy of logits (B, T, V) against tgt_out (B, T), skipping <pad> positions by default."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        tgt_out.reshape(-1),
-        ignore_index=PAD_ID if ignore_padding else -100,
-        label_smoothing=label_smoothing,
-    )
+class TinyDecoder(nn.Module):
+    """A one-block, one-head causal decoder (07.kv_cache): token + learned position embeddings, attention, output."""
 
+    def __init__(self, vocab_size: int = 12, d_model: int = 8, block_size: int = 16, seed: int = 0):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, d_model)  # token id -> (d_model,)
+        self.pos_emb = nn.Embedding(block_size, d_model)  # learned: position t -> (d_model,)
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.lm_head = nn.Linear(d_model, vocab_size)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():  # seeded weights, whatever the global random state
+                p.copy_(torch.randn(p.shape, generator=g) * 0.7)
 
-def translation_loss(
-    model: Seq2Seq, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """The teacher-forced loss of a batch (src, tgt), tgt = <bos> y_1 ... <eos>: predict tgt[1:] from tgt[:-1]."""
-    src, tgt = batch
-    return seq2seq_loss(model(src, tgt[:, :-1]), tgt[:, 1:], label_smoothing)
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) -> logits (B, T, vocab_size), every position computed from scratch (no cache)."""
+        t = idx.shape[1]
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(t, device=idx.device))  # (B, T, C)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, T, C) each
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, T, C) @ (B, C, T) -> (B, T, T)
+        causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()  # query i sees keys 0..i
+        attn_weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        return self.lm_head(x + attn_weights @ v)  # residual; (B, T, C) -> (B, T, vocab_size)

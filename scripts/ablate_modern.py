@@ -7,7 +7,7 @@
 Every run trains notebook 06's full-mode model and settings (4 layers, width 192, context 128, batch 16, AdamW at
 2e-3 with the speed-ups of 06) with one change switched on, for 120 s of training with the cosine fitted to 118 s,
 and evaluates on the whole validation split at 60 s and at the end. Nothing else should run on the machine meanwhile:
-the budget is wall-clock time. Each run writes <out>/<run>_seed<seed>.json (helpers.runs.recorded_run's record).
+the budget is wall-clock time. Each run writes <out>/<run>_seed<seed>.json (helpers.course.runs.recorded_run's record).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers.datasets import load_dataset  # noqa: E402
-from helpers.runs import recorded_run  # noqa: E402
+from helpers.course.datasets import load_dataset  # noqa: E402
+from helpers.course.runs import recorded_run  # noqa: E402
 from helpers.training import TrainConfig  # noqa: E402
 
 SIZES = dict(block_size=128, d_model=192, n_heads=4, n_layers=4, dropout=0.1, attn_dropout=0.0, ffn_dropout=0.0)

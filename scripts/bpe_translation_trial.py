@@ -4,7 +4,8 @@
     python scripts/bpe_translation_trial.py --vocab 1000               # separate vocabularies
 
 Same data split, model sizes, optimiser and limits as notebook 08's full run, and the same choice of weights
-(helpers.translator.fit_translator); BPE replaces the word tokenizers, so there is no <unk> rule and no truecaser.
+(helpers.course.translator.fit_translator); BPE replaces the word tokenizers, so there is no <unk> rule and no
+truecaser.
 Prints validation and test BLEU and chrF (sacreBLEU 13a, every reference) for greedy and beam search, and writes
 them to artifacts/tuning/ as JSON.
 """
@@ -20,12 +21,12 @@ from functools import partial
 import torch
 
 from helpers.bpe import BPETokenizer
-from helpers.datasets import data_file, load_pairs, prepare_data, training_pairs
-from helpers.evaluation import sacrebleu_scores
-from helpers.models import Seq2Seq, Seq2SeqConfig, translation_loss
-from helpers.training import TrainConfig
-from helpers.translator import SubwordTranslator, fit_translator, subword_text
-from helpers.utils import PROJECT_ROOT, atomic_write_text, set_seed
+from helpers.course.datasets import data_file, load_pairs, prepare_data, training_pairs
+from helpers.course.scoring import sacrebleu_scores
+from helpers.course.translator import SubwordTranslator, fit_translator, subword_text
+from helpers.course.utils import PROJECT_ROOT, atomic_write_text, set_seed
+from helpers.models import Seq2Seq, Seq2SeqConfig
+from helpers.training import TrainConfig, translation_loss
 
 MODEL = dict(d_model=128, n_heads=4, n_enc_layers=3, n_dec_layers=3, d_ff=512, dropout=0.3, max_len=96, use_sdpa=True)
 TRAIN = TrainConfig(

@@ -37,12 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from helpers.datasets import load_dataset  # noqa: E402
-from helpers.measure import synchronize  # noqa: E402
-from helpers.modern import make_muon_adamw  # noqa: E402
-from helpers.runs import build_char_gpt, describe_device, recorded_run  # noqa: E402
-from helpers.training import TrainConfig, Trainer  # noqa: E402
-from helpers.utils import get_device  # noqa: E402
+from helpers.course.datasets import load_dataset  # noqa: E402
+from helpers.course.measure import synchronize  # noqa: E402
+from helpers.course.runs import build_char_gpt, describe_device, recorded_run  # noqa: E402
+from helpers.course.trainer import Trainer  # noqa: E402
+from helpers.course.utils import get_device  # noqa: E402
+from helpers.optim import make_muon_adamw  # noqa: E402
+from helpers.training import TrainConfig  # noqa: E402
 
 NANOGPT_SIZES = dict(block_size=256, d_model=384, n_heads=6, n_layers=6, dropout=0.2, bias=False, use_sdpa=True)
 # time_limit only guards the device's 10-minute call limit: a run that reaches it records fewer than 5,000 steps
@@ -66,7 +67,7 @@ RUNS = {
 
 
 def train_run(name: str, device: torch.device, smoke: bool, seed: int) -> dict:
-    """One training run of RUNS, as helpers.runs.recorded_run's record."""
+    """One training run of RUNS, as helpers.course.runs.recorded_run's record."""
     modern, sizes, train, muon, every = RUNS[name]
     sizes = dict(sizes)
     if smoke:  # a few steps of a tiny model: checks the script, measures nothing

@@ -16,10 +16,11 @@ import time
 
 import torch
 
-from helpers.datasets import load_dataset
-from helpers.modern import make_muon_adamw
-from helpers.runs import build_char_gpt
-from helpers.training import TrainConfig, Trainer
+from helpers.course.datasets import load_dataset
+from helpers.course.runs import build_char_gpt
+from helpers.course.trainer import Trainer
+from helpers.optim import make_muon_adamw
+from helpers.training import TrainConfig
 
 spec = json.loads(sys.argv[1])
 seed = spec["train"].pop("seed", 0)  # initialisation, batches and dropout

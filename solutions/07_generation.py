@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from helpers.checks_models import TinyDecoder  # the one-head decoder of exercise 5 (its source is printed there)
+from helpers.models import TinyDecoder  # the one-head decoder of exercise 5 (its source is printed there)
 
 # Next-token logits over a vocabulary of 5 tokens, as in notebook 07: probabilities 0.05, 0.5, 0.1, 0.3, 0.05.
 logits = torch.tensor([0.05, 0.5, 0.1, 0.3, 0.05]).log()  # (vocab_size,)
@@ -114,7 +114,7 @@ for p in (0.3, 0.7, 0.9):
 # %% [markdown]
 # ## 5. One step with a KV cache
 #
-# `TinyDecoder` (in `helpers/checks_models.py`) is a one-block, one-head causal decoder: token embeddings plus
+# `TinyDecoder` (in `helpers/models.py`) is a one-block, one-head causal decoder: token embeddings plus
 # *learned* position embeddings, one causal self-attention with a residual, and an output layer.
 # Its `forward(idx)`, printed below, recomputes every position: read it first.
 # With a cache, a step feeds only the new tokens `new_ids (B, T_new)`:

@@ -10,7 +10,7 @@
 # %%
 from dataclasses import replace
 
-from helpers.experiments import ExperimentConfig, run_experiment, spread
+from helpers.course.experiments import ExperimentConfig, run_experiment, spread
 
 # A small configuration that trains in a fraction of a second per seed on a laptop CPU.
 small = ExperimentConfig(steps=120, d_model=32, n_heads=2, seq_len=6, batch_size=32, eval_size=256, lr=3e-3)

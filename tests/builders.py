@@ -62,7 +62,7 @@ def brute_force_best(model, src, max_len, alpha):
 
 def failing(exercise_id, fn, *phrases):
     """Grade fn for one exercise, assert that it fails and that the report says every phrase; return the report."""
-    from helpers.grading import grade
+    from grader.core import grade
 
     report = grade(exercise_id, fn)
     text = report.text()

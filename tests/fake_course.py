@@ -4,7 +4,7 @@ import sys
 
 import nbformat
 
-from helpers.utils import PROJECT_ROOT
+from helpers.course.utils import PROJECT_ROOT
 
 
 def make_notebook(path, *sources, parameters="mode = 'full'  # run mode"):

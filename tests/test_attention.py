@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import MultiHeadAttention, add_causal, causal_mask, padding_mask, scaled_dot_product_attention
-from helpers.reference import copy_mha_from_torch as copy_mha
+from helpers.course.reference import copy_mha_from_torch as copy_mha
 
 D64 = dict(dtype=torch.float64)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers.benchmarks import (
+from helpers.course.benchmarks import (
     GRULanguageModel,
     ProfileSettings,
     attention_fn,
@@ -12,7 +12,7 @@ from helpers.benchmarks import (
     make_qkv,
     training_step_fn,
 )
-from helpers.measure import peak_memory_bytes
+from helpers.course.measure import peak_memory_bytes
 
 D64 = dict(dtype=torch.float64)
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from helpers.bpe import CHUNK, BPETokenizer, merge_steps
-from helpers.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
-from helpers.datasets import load_pairs
+from helpers.course.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
+from helpers.course.datasets import load_pairs
+from helpers.course.utils import PROJECT_ROOT
 from helpers.tokenizers import BOS_ID, EOS_ID, SPECIALS
-from helpers.utils import PROJECT_ROOT
 
 UNSEEN = [
     "déjà vu, où êtes-vous ?",
@@ -260,3 +260,24 @@ def test_merge_steps_by_hand():
     assert first["pair"] == ("e", "r") and first["count"] == 3
     assert "".join(first["tokens"]) == "low lower lowest newer wider" and first["tokens"].count("er") == 3
     assert len(merge_steps("ab", 10)) == 1  # only one pair to merge
+
+
+@pytest.mark.parametrize("pre_split", [True, False])
+def test_the_heap_trainer_learns_the_merges_of_the_plain_one(pre_split):
+    from collections import Counter
+
+    from helpers.bpe import learn_merges, learn_merges_plain, split_chunks
+
+    lines = [f"{p.en} {p.fr}" for p in load_pairs(PROJECT_ROOT / "data" / "eng-fra-tatoeba-small.tsv")[:300]]
+    chunk_counts = Counter(c for line in lines for c in split_chunks(line, pre_split))
+    fast, counts = learn_merges(chunk_counts, 150, offset=len(SPECIALS))
+    assert fast == learn_merges_plain(chunk_counts, 150, offset=len(SPECIALS))
+    assert counts == sorted(counts, reverse=True)  # a merge never creates a pair more frequent than itself
+
+
+def test_the_plain_trainer_stops_when_nothing_is_left_to_merge():
+    from helpers.bpe import learn_merges, learn_merges_plain
+
+    chunks = {"aaab": 3, "ab": 1}
+    assert learn_merges_plain(chunks, 10) == learn_merges(chunks, 10, offset=0)[0]
+    assert len(learn_merges_plain(chunks, 10)) == 3  # a a -> X; X a -> Y; Y b -> Z: each chunk is one token

@@ -1,11 +1,16 @@
-"""helpers.checkpoints: one layout, atomic save that skips unchanged files, safe load, 16-bit weights."""
+"""helpers.course.checkpoints: one layout, atomic save that skips unchanged files, safe load, 16-bit weights."""
 
 import pytest
 import torch
 
 from builders import tiny_seq2seq
-from helpers.checkpoints import average_states, load_checkpoint, save_checkpoint
-from helpers.models import Seq2Seq
+from helpers.course.checkpoints import (
+    average_states,
+    load_checkpoint,
+    model_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 
 
 def test_average_states_is_the_mean():
@@ -15,10 +20,10 @@ def test_average_states_is_the_mean():
 
 
 def test_the_committed_char_gpt_keeps_its_validation_loss_with_16_bit_weights():
-    from helpers.datasets import load_dataset
-    from helpers.evaluation import evaluate_lm
-    from helpers.models import load_char_gpt
-    from helpers.utils import PROJECT_ROOT
+    from helpers.course.checkpoints import load_char_gpt
+    from helpers.course.datasets import load_dataset
+    from helpers.course.scoring import evaluate_lm
+    from helpers.course.utils import PROJECT_ROOT
 
     path = PROJECT_ROOT / "artifacts" / "checkpoints" / "char_gpt.pt"
     ckpt = load_checkpoint(path, kind="char-gpt")
@@ -33,24 +38,24 @@ def test_the_committed_char_gpt_keeps_its_validation_loss_with_16_bit_weights():
 
 def test_saving_the_same_checkpoint_again_leaves_the_file_alone(tmp_path):
     model = tiny_seq2seq()
-    path = save_checkpoint(model.checkpoint({"vocab": ["a"]}), tmp_path / "m.pt")
+    path = save_checkpoint(model_checkpoint(model, {"vocab": ["a"]}), tmp_path / "m.pt")
     before = path.stat()
-    again = save_checkpoint(model.checkpoint({"vocab": ["a"]}), path)
+    again = save_checkpoint(model_checkpoint(model, {"vocab": ["a"]}), path)
     assert again == path and path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_ino == before.st_ino
     with torch.no_grad():
         model.lm_head.bias.add_(1.0)
-    save_checkpoint(model.checkpoint({"vocab": ["a"]}), path)
+    save_checkpoint(model_checkpoint(model, {"vocab": ["a"]}), path)
     assert path.stat().st_ino != before.st_ino  # changed weights: a new file was renamed into place
 
 
 def test_compact_weights_round_trip_and_refuse_values_float16_cannot_hold():
     model = tiny_seq2seq().float()
-    ckpt = model.checkpoint({"vocab": ["a"]})
+    ckpt = model_checkpoint(model, {"vocab": ["a"]})
     assert set(ckpt) == {"kind", "model", "config", "tokenizer", "meta"} and "lm_head.weight" not in ckpt["model"]
-    rebuilt = Seq2Seq.from_checkpoint(ckpt)
+    rebuilt = model_from_checkpoint(ckpt)
     assert rebuilt.lm_head.weight is rebuilt.tgt_embed.weight and rebuilt.lm_head.weight.dtype == torch.float32
     torch.testing.assert_close(rebuilt.src_embed.weight, model.src_embed.weight, rtol=1e-3, atol=1e-4)
     with torch.no_grad():
         model.lm_head.bias[0] = 1e6
     with pytest.raises(ValueError, match="lm_head.bias has values beyond float16"):
-        model.checkpoint({"vocab": ["a"]})
+        model_checkpoint(model, {"vocab": ["a"]})

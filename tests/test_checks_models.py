@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from builders import failing
-from helpers import checks_models as cm
+from grader.checks import models as cm
+from grader.core import grade
 from helpers.evaluation import corpus_bleu as helpers_corpus_bleu
-from helpers.grading import grade
+from helpers.models import TinyDecoder
 
 # ---------------------------------------------------------------- 06
 
@@ -221,7 +222,7 @@ def test_kv_cache_without_a_mask_in_a_chunk():
 
 
 def test_tiny_decoder_reference_step_equals_recomputation():
-    model = cm.TinyDecoder(seed=3).double()
+    model = TinyDecoder(seed=3).double()
     ids = torch.randint(12, (2, 7))
     with torch.no_grad():
         logits, cache = cm._reference_cached_step(model, ids[:, :3], None)
@@ -235,11 +236,11 @@ def test_tiny_decoder_reference_step_equals_recomputation():
 
 def test_tiny_decoder_is_seeded():
     torch.manual_seed(1)
-    a = cm.TinyDecoder(seed=5)
+    a = TinyDecoder(seed=5)
     torch.manual_seed(2)
-    b = cm.TinyDecoder(seed=5)
+    b = TinyDecoder(seed=5)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert not torch.equal(cm.TinyDecoder(seed=6).lm_head.weight, a.lm_head.weight)
+    assert not torch.equal(TinyDecoder(seed=6).lm_head.weight, a.lm_head.weight)
 
 
 # ---------------------------------------------------------------- 08

@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from helpers.grading import grade
-from helpers.modern import NS_COEFFICIENTS
+from grader.core import grade
+from helpers.optim import NS_COEFFICIENTS
 
 
 def _right_rms(x, weight, eps=1e-6):

@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import torch
 
-from helpers.checks_research import _no_rescale
-from helpers.experiments import ExperimentConfig, run_experiment
-from helpers.grading import grade
+from grader.checks.research import _no_rescale
+from grader.core import grade
+from helpers.course.experiments import ExperimentConfig, run_experiment
 
 SMALL = ExperimentConfig(steps=20, d_model=16, n_heads=2, seq_len=4, batch_size=16, eval_size=64)
 

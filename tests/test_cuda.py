@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import train_gpt
+from helpers.course.trainer import Trainer
 from helpers.models import GPT, GPTConfig
-from helpers.modern import ModernGPT, ModernGPTConfig, make_muon_adamw
-from helpers.training import TrainConfig, Trainer
+from helpers.modern import ModernGPT, ModernGPTConfig
+from helpers.optim import make_muon_adamw
+from helpers.training import TrainConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

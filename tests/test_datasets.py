@@ -6,8 +6,8 @@ import urllib.request
 import pytest
 import torch
 
-from helpers.data import DataUnavailableError
-from helpers.datasets import (
+from helpers.course.data import DataUnavailableError
+from helpers.course.datasets import (
     Pair,
     eval_windows,
     get_batch,
@@ -138,7 +138,7 @@ def test_split_puts_each_english_sentence_in_one_split_with_all_its_translations
 
 
 def test_real_data_split_has_no_shared_english_sentence():
-    from helpers.datasets import data_file
+    from helpers.course.datasets import data_file
 
     data = prepare_data(load_pairs(data_file("small")), seed=0)
     english = {name: {ex.en for ex in exs} for name, exs in data.splits.items()}

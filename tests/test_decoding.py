@@ -123,30 +123,38 @@ def test_long_prompt_is_cropped_to_block_size(model, tok):
 @pytest.mark.parametrize(
     "kwargs", [dict(greedy=True), dict(temperature=0.8, top_k=5, top_p=0.9, seed=4), dict(seed=1, use_cache=False)]
 )
-def test_streamed_text_equals_generate_text(model, tok, kwargs):
-    from helpers.decoding import stream_text
+def test_streamed_tokens_equal_generate_text(model, tok, kwargs):
+    from helpers.decoding import prompt_ids
 
-    pieces = list(stream_text(model, tok, "to be", 60, **kwargs))  # 60 > block_size: the cache is rebuilt
-    assert len(pieces) == 60 and all(len(p) == 1 for p in pieces)
-    assert "to be" + "".join(pieces) == generate_text(model, tok, "to be", 60, **kwargs)
+    kwargs = dict(kwargs)
+    seed = kwargs.pop("seed", None)
+    pieces = []
+    idx, generator = prompt_ids(model, tok, "to be", seed)
+    generate(model, idx, 60, generator=generator, on_token=lambda ids: pieces.append(tok.decode(ids[0])), **kwargs)
+    assert len(pieces) == 60 and all(len(p) == 1 for p in pieces)  # 60 > block_size: the cache is rebuilt
+    assert "to be" + "".join(pieces) == generate_text(model, tok, "to be", 60, seed=seed, **kwargs)
 
 
-def test_stream_checks_at_once_goes_on_without_a_length_and_restores_the_mode(model, tok):
-    import itertools
+def test_endless_generation_stops_when_the_listener_stops_and_restores_the_mode(model, tok):
+    from helpers.decoding import prompt_ids
 
-    from helpers.decoding import stream_text
+    class Enough(Exception):
+        pass
 
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        stream_text(model, tok, "ROMEO!", 5)  # raised before anything is generated, not at the first next()
-    with pytest.raises(ValueError, match="temperature"):
-        stream_text(model, tok, "to", 5, temperature=0.0)
+    pieces = []
+
+    def listen(ids):
+        pieces.append(tok.decode(ids[0]))
+        assert model.training is False  # generating in eval mode
+        if len(pieces) == 30:
+            raise Enough
+
     model.train()
-    endless = stream_text(model, tok, "to be", None, seed=2)
-    first = "".join(itertools.islice(endless, 30))
-    assert model.training is False  # generating in eval mode
-    endless.close()  # the caller stops early
+    idx, generator = prompt_ids(model, tok, "to be", 2)
+    with pytest.raises(Enough):
+        generate(model, idx, None, generator=generator, on_token=listen)
     assert model.training is True
-    assert "to be" + first == generate_text(model, tok, "to be", 30, seed=2)
+    assert "to be" + "".join(pieces) == generate_text(model, tok, "to be", 30, seed=2)
 
 
 def test_cached_greedy_equals_full_recomputation():

@@ -1,4 +1,4 @@
-"""helpers.diagnostics: gradient norms per layer and token similarity."""
+"""helpers.course.diagnostics: gradient norms per layer and token similarity."""
 
 import matplotlib
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.diagnostics import layer_grad_norms, mean_token_cosine
+from helpers.course.diagnostics import layer_grad_norms, mean_token_cosine
 
 D64 = dict(dtype=torch.float64)
 

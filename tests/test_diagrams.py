@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from helpers.diagrams import draw_decoder_block, draw_encoder_block
+from helpers.course.diagrams import draw_decoder_block, draw_encoder_block
 
 D64 = dict(dtype=torch.float64)
 

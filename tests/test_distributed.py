@@ -1,4 +1,5 @@
-"""Training on several processes (train_gpt.py, helpers/distributed.py): the same steps as one process, exact resume.
+"""Training on several processes (train_gpt.py, helpers/course/distributed.py): the same steps as one process,
+exact resume.
 
 Two-process runs go through torchrun in a subprocess (gloo on the CPU, one thread each) with a tiny GPT on a 6 KB
 text, so that the whole file takes seconds. A small launcher wraps train_gpt.main: it records the batch slice that
@@ -18,8 +19,8 @@ import torch
 import torch.distributed as dist
 
 import train_gpt
-from helpers.datasets import get_batch, split_data
-from helpers.distributed import local_batch_size, shard_batch
+from helpers.course.datasets import get_batch, split_data
+from helpers.course.distributed import local_batch_size, shard_batch
 from helpers.tokenizers import CharTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,15 +6,9 @@ import random
 import pytest
 from sacrebleu.metrics import BLEU
 
-from helpers.datasets import Example, Pair, prepare_data, reference_streams
-from helpers.evaluation import (
-    clipped_matches,
-    closest_ref_length,
-    cooccurrence_dictionary,
-    corpus_bleu,
-    ngrams,
-    word_by_word_baseline,
-)
+from helpers.course.datasets import Example, Pair, prepare_data, reference_streams
+from helpers.course.scoring import cooccurrence_dictionary, word_by_word_baseline
+from helpers.evaluation import clipped_matches, closest_ref_length, corpus_bleu, ngrams
 
 
 def sacre(hyps, refs):

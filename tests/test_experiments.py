@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from helpers.experiments import (
-    IGNORE,
+from helpers.course.experiments import (
     CharLM,
     ExperimentConfig,
     ToyEncoder,
@@ -18,6 +17,7 @@ from helpers.experiments import (
     summarize,
 )
 from helpers.layers import TransformerConfig
+from helpers.training import IGNORE
 
 
 def test_sort_task_targets_are_the_sorted_inputs():
@@ -86,7 +86,7 @@ def test_divergence_is_detected():
 
 
 def test_residual_switch_reaches_the_encoder():
-    from helpers.experiments import ExperimentConfig, ToyEncoder
+    from helpers.course.experiments import ExperimentConfig, ToyEncoder
 
     cfg = ExperimentConfig(n_layers=2, residual=False)
     assert cfg.transformer_config().residual is False

@@ -22,15 +22,15 @@ import nbformat
 import pytest
 import torch
 
-import helpers.data as data
+import helpers.course.data as data
 from fake_course import make_notebook, run_all_command
 from helpers.attention import MultiHeadAttention, scaled_dot_product_attention
-from helpers.checkpoints import load_checkpoint, save_checkpoint
+from helpers.course.checkpoints import load_checkpoint, model_checkpoint, save_checkpoint
+from helpers.course.utils import PROJECT_ROOT
 from helpers.decoding import generate_text
 from helpers.layers import TransformerConfig
 from helpers.models import GPT, GPTConfig
 from helpers.tokenizers import CharTokenizer
-from helpers.utils import PROJECT_ROOT
 
 # ---- command-line tools: bad checkpoints, bad options, streams -------------------------------------------------
 
@@ -43,15 +43,15 @@ def _tiny_gpt_checkpoint(path):
     torch.manual_seed(0)
     tok = CharTokenizer.from_text(_CLI_TEXT)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1))
-    save_checkpoint(model.checkpoint(tok), path)
+    save_checkpoint(model_checkpoint(model, tok), path)
     return path
 
 
 def _tiny_translation_checkpoint(path):
     """A tiny translation checkpoint written by Translator.save (notebook 08's layout)."""
+    from helpers.course.translator import Translator
     from helpers.models import Seq2Seq, Seq2SeqConfig
     from helpers.tokenizers import SPECIALS, Tokenizer, Vocab
-    from helpers.translator import Translator
 
     torch.manual_seed(0)
     src = Vocab(list(SPECIALS) + ["i", "am", "cold", ".", "where", "is", "tom", "?"])
@@ -163,7 +163,7 @@ def test_each_tool_names_the_kind_of_the_other_tools_checkpoint(cli_files):
 
 
 def test_load_checkpoint_errors_are_checkpoint_errors_and_missing_is_still_file_not_found(cli_files):
-    from helpers.checkpoints import CheckpointError, checkpoint_kind
+    from helpers.course.checkpoints import CheckpointError, checkpoint_kind
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(cli_files["missing"])
@@ -250,7 +250,7 @@ def test_translate_rejects_input_that_is_not_utf8_and_a_bad_device(cli_files, tm
 
 
 def test_translate_keeps_blank_lines_so_output_lines_up_with_input(cli_files, tmp_path):
-    from helpers.translator import Translator
+    from helpers.course.translator import Translator
 
     expected = Translator.load(cli_files["translation"]).translate(["I am cold.", "Where is Tom?"], beam=2, unk="keep")
     res = _run_tool("translate.py", "--checkpoint", cli_files["translation"], stdin="I am cold.\n\nWhere is Tom?\n")
@@ -267,7 +267,7 @@ def test_translate_keeps_blank_lines_so_output_lines_up_with_input(cli_files, tm
 
 
 def test_sample_streams_the_same_text_as_generate_text(cli_files):
-    from helpers.models import load_char_gpt
+    from helpers.course.checkpoints import load_char_gpt
 
     model, tok = load_char_gpt(cli_files["gpt"])
     res = _run_tool(
@@ -335,8 +335,8 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(cli_files):
 
 _RA_WRITE = (
     "import os, pathlib\n"
-    "from helpers.metrics import MetricRecorder\n"
-    "from helpers.utils import artifacts_dir\n"
+    "from helpers.course.metrics import MetricRecorder\n"
+    "from helpers.course.utils import artifacts_dir\n"
     "out = artifacts_dir(mode)\n"
     "MetricRecorder('01_model', mode).record('model.loss', 9.75, 'nats', 'a new loss')\n"
     "(out / 'figures').mkdir(exist_ok=True)\n"
@@ -348,7 +348,7 @@ _RA_WRITE = (
 @pytest.fixture
 def committed_course(tmp_path, monkeypatch):
     """A course folder with one notebook slot and committed results in a separate artifacts root (tmp)."""
-    from helpers import metrics as _metrics
+    from helpers.course import metrics as _metrics
 
     root = tmp_path / "committed_artifacts"
     monkeypatch.setenv("COURSE_ARTIFACTS_DIR", str(root))
@@ -500,9 +500,9 @@ def test_a_clone_without_shared_data_finds_the_translation_pairs_and_explains_ti
         "import urllib.error, urllib.request\n"
         "def offline(*a, **k): raise urllib.error.URLError('no network')\n"
         "urllib.request.urlopen = offline\n"
-        "from helpers.datasets import data_file, load_pairs\n"
+        "from helpers.course.datasets import data_file, load_pairs\n"
         "print(len(load_pairs(data_file('small'))), 'pairs')\n"
-        "from helpers.data import fetch\n"
+        "from helpers.course.data import fetch\n"
         "fetch('tinyshakespeare')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -565,8 +565,8 @@ def test_a_killed_save_keeps_the_old_checkpoint_and_the_next_save_removes_its_le
     save_checkpoint({"step": 1}, target)
     writer = (
         "import os, sys, time\n"
-        "import helpers.utils as utils\n"
-        "from helpers.training import save_checkpoint\n"
+        "import helpers.course.utils as utils\n"
+        "from helpers.course.checkpoints import save_checkpoint\n"
         "def hang(*a):\n"
         "    print('written', flush=True); time.sleep(60)\n"
         "utils.os.replace = hang\n"  # the writer is killed after writing its temporary file, before the rename

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from helpers.grading import difference, grade, weight_symptoms
+from grader.core import difference, grade, weight_symptoms
 
 
 def test_difference_names_shape_nan_and_the_largest_gap():

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from helpers.attention import causal_mask, padding_mask
+from helpers.course.reference import copy_block_from_torch as copy_block
 from helpers.layers import Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward, TransformerConfig
 from helpers.positional import (
     LearnedPositionalEmbedding,
@@ -14,7 +15,6 @@ from helpers.positional import (
     make_positional,
     sinusoidal_table,
 )
-from helpers.reference import copy_block_from_torch as copy_block
 
 D64 = dict(dtype=torch.float64)
 

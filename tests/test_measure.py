@@ -1,12 +1,20 @@
-"""helpers.measure: one timer, peak memory, a log-log slope, one thread."""
+"""helpers.course.measure: one timer, peak memory, a log-log slope, one thread."""
 
 import math
 
 import pytest
 import torch
 
-from helpers.benchmarks import make_qkv
-from helpers.measure import Timing, fit_loglog_slope, one_thread, op_names, peak_from_events, peak_memory_bytes, time_fn
+from helpers.course.benchmarks import make_qkv
+from helpers.course.measure import (
+    Timing,
+    fit_loglog_slope,
+    one_thread,
+    op_names,
+    peak_from_events,
+    peak_memory_bytes,
+    time_fn,
+)
 
 D64 = dict(dtype=torch.float64)
 
@@ -28,7 +36,7 @@ def test_time_fn_measures_real_work():
 
 
 def test_time_fn_times_exactly_the_calls(monkeypatch):
-    import helpers.measure as measure
+    import helpers.course.measure as measure
 
     clock = {"now": 100.0}
     monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
@@ -58,7 +66,7 @@ def test_peak_memory_counts_live_bytes_not_total_allocations():
 
 
 def test_a_memory_profile_that_recorded_nothing_is_taken_again(monkeypatch):
-    import helpers.measure as measure
+    import helpers.course.measure as measure
 
     records = iter([[], [], [(0, 100), (1, 50), (2, -150)]])  # two empty profiles, then a real one
     monkeypatch.setattr(measure, "_profile", lambda fn, profile_memory: None)

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from builders import tiny_seq2seq
-from helpers.models import GPT, GPTConfig, seq2seq_loss
+from helpers.course.checkpoints import model_checkpoint, model_from_checkpoint
+from helpers.models import GPT, GPTConfig
+from helpers.optim import make_adamw
 from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
-from helpers.training import make_adamw
+from helpers.training import seq2seq_loss
 
 
 def tiny(**kw):
@@ -93,9 +95,9 @@ def test_adamw_groups_put_tied_embedding_in_no_decay_once():
 
 def test_checkpoint_round_trip_with_16_bit_weights_and_the_tied_head_stored_once():
     model = tiny()
-    ckpt = model.checkpoint(CharTokenizer("abcdefghijk"))
+    ckpt = model_checkpoint(model, CharTokenizer("abcdefghijk"))
     assert "lm_head.weight" not in ckpt["model"] and ckpt["model"]["tok_emb.weight"].dtype == torch.float16
-    rebuilt = GPT.from_checkpoint(ckpt)
+    rebuilt = model_from_checkpoint(ckpt)
     assert rebuilt.lm_head.weight is rebuilt.tok_emb.weight
     assert rebuilt.tok_emb.weight.dtype == torch.float32
     assert torch.allclose(rebuilt.tok_emb.weight, model.tok_emb.weight, rtol=1e-2, atol=1e-3)

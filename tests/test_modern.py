@@ -8,26 +8,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import causal_mask, scaled_dot_product_attention
-from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.course.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    model_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from helpers.course.trainer import Trainer
 from helpers.decoding import generate
 from helpers.layers import FeedForward
 from helpers.models import GPT, GPTConfig
-from helpers.modern import (
-    MODERN,
-    CombinedOptimizer,
-    ModernGPT,
-    ModernGPTConfig,
-    Muon,
-    QKNormAttention,
-    RMSNorm,
-    SwiGLU,
-    make_muon_adamw,
-    newton_schulz,
-    swiglu_hidden,
-)
+from helpers.modern import MODERN, ModernGPT, ModernGPTConfig, QKNormAttention, RMSNorm, SwiGLU, swiglu_hidden
+from helpers.optim import CombinedOptimizer, Muon, make_muon_adamw, make_scheduler, newton_schulz
 from helpers.positional import apply_rotary
 from helpers.tokenizers import CharTokenizer
-from helpers.training import TrainConfig, Trainer, lm_loss, make_scheduler, train, train_step
+from helpers.training import TrainConfig, lm_loss, train, train_step
 
 D64 = dict(dtype=torch.float64)
 SIZES = dict(vocab_size=11, block_size=16, d_model=32, n_heads=4, n_layers=2)
@@ -184,22 +180,22 @@ def test_with_every_switch_at_2019_it_computes_exactly_what_gpt_computes():
 
 def test_a_gpt_checkpoint_loads_into_modern_gpt_and_a_modern_one_is_refused_by_gpt(tmp_path):
     gpt = GPT(GPTConfig(**SIZES))
-    path = save_checkpoint(gpt.checkpoint(tokenizer()), tmp_path / "gpt.pt")
+    path = save_checkpoint(model_checkpoint(gpt, tokenizer()), tmp_path / "gpt.pt")
     ckpt = load_checkpoint(path, kind="char-gpt")
     idx = torch.randint(11, (2, 10))
-    assert torch.equal(ModernGPT.from_checkpoint(ckpt)(idx)[0], GPT.from_checkpoint(ckpt)(idx)[0])
+    assert torch.equal(model_from_checkpoint(ckpt, model_cls=ModernGPT)(idx)[0], model_from_checkpoint(ckpt)(idx)[0])
     with pytest.raises(CheckpointError, match="char-GPT.*norm"):
-        GPT.from_checkpoint(modern().checkpoint(tokenizer()), source="modern.pt")
+        model_from_checkpoint(model_checkpoint(modern(), tokenizer()), source="modern.pt", model_cls=GPT)
 
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_checkpoint_round_trip_through_weights_only_loading(tmp_path, tied):
     model = modern(tie_embeddings=tied).eval()
-    path = save_checkpoint(model.checkpoint(tokenizer(), meta={"step": 3}), tmp_path / "modern.pt")
+    path = save_checkpoint(model_checkpoint(model, tokenizer(), meta={"step": 3}), tmp_path / "modern.pt")
     raw = torch.load(path, weights_only=True)
     assert raw["kind"] == "char-gpt" and raw["config"]["norm"] == "rmsnorm" and raw["meta"] == {"step": 3}
     assert ("lm_head.weight" in raw["model"]) == (not tied)  # a tied head is stored once
-    rebuilt = ModernGPT.from_checkpoint(load_checkpoint(path, kind="char-gpt"), source=path)
+    rebuilt = model_from_checkpoint(load_checkpoint(path, kind="char-gpt"), source=path)
     assert rebuilt.cfg == model.cfg and (rebuilt.lm_head.weight is rebuilt.tok_emb.weight) == tied
     for name, value in model.state_dict().items():  # weights are stored in float16
         assert torch.equal(rebuilt.state_dict()[name], value.half().float()), name
@@ -426,7 +422,7 @@ def test_the_course_trainer_drives_a_modern_gpt_unchanged():
 
 
 def test_the_course_trainer_takes_muon_and_resumes_it_exactly(tmp_path):
-    from helpers.training import resume_trainer
+    from helpers.course.trainer import resume_trainer
 
     data = SEQ.repeat(4)
     cfg = TrainConfig(max_steps=12, batch_size=4, lr=3e-3, warmup_steps=4, eval_interval=6, eval_windows=8)
@@ -455,15 +451,15 @@ def test_the_course_trainer_takes_muon_and_resumes_it_exactly(tmp_path):
 
 def test_sample_py_reads_a_modern_checkpoint_as_it_reads_a_gpt_one(tmp_path, capsys):
     import sample
-    from helpers.models import load_char_gpt
+    from helpers.course.checkpoints import load_char_gpt
 
     tok = CharTokenizer.from_text("abcdefghij ")
     model = ModernGPT(ModernGPTConfig.modern(**{**SIZES, "vocab_size": tok.vocab_size})).eval()
-    path = save_checkpoint(model.checkpoint(tok), tmp_path / "modern.pt")
+    path = save_checkpoint(model_checkpoint(model, tok), tmp_path / "modern.pt")
     loaded, loaded_tok = load_char_gpt(path)
     assert type(loaded) is ModernGPT and loaded.cfg == model.cfg and loaded_tok.vocab_size == tok.vocab_size
     gpt_path = save_checkpoint(
-        GPT(GPTConfig(**{**SIZES, "vocab_size": tok.vocab_size})).checkpoint(tok), tmp_path / "g.pt"
+        model_checkpoint(GPT(GPTConfig(**{**SIZES, "vocab_size": tok.vocab_size})), tok), tmp_path / "g.pt"
     )
     assert type(load_char_gpt(gpt_path)[0]) is GPT  # notebook 06's checkpoints still load as GPT
     args = ["--checkpoint", str(path), "--prompt", "abc", "--length", "20", "--seed", "1", "--device", "cpu"]

@@ -23,7 +23,7 @@ import re
 
 import pytest
 
-from helpers.utils import PROJECT_ROOT
+from helpers.course.utils import PROJECT_ROOT
 
 QUOTE = re.compile(r"`([a-z_0-9]+\.[A-Za-z0-9_.]+)` = ([0-9][0-9,]*(?:\.[0-9]+)?(?:e-?[0-9]+)?)")
 SOURCE = r"[a-z_0-9]+\.[A-Za-z0-9_.]+|[\w./-]+\.csv:\w+"  # a metrics.json key, or path.csv:column

@@ -1,4 +1,4 @@
-"""helpers.reference: copying PyTorch's weights into the course's modules makes them equal."""
+"""helpers.course.reference: copying PyTorch's weights into the course's modules makes them equal."""
 
 import matplotlib
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from helpers.attention import MultiHeadAttention
+from helpers.course.reference import copy_block_from_torch, copy_mha_from_torch
 from helpers.layers import DecoderBlock, EncoderBlock, TransformerConfig
-from helpers.reference import copy_block_from_torch, copy_mha_from_torch
 
 D64 = dict(dtype=torch.float64)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers.attention import MultiHeadAttention
-from helpers.experiments import ExperimentConfig, ToyEncoder, run_experiment
+from helpers.course.experiments import ExperimentConfig, ToyEncoder, run_experiment
 from helpers.layers import DecoderBlock, EncoderBlock, TransformerConfig
 from helpers.models import GPTBlock
 from helpers.positional import (
@@ -314,3 +314,21 @@ def test_linear_attention_keeps_the_rotary_positions():
     perm = torch.tensor([3, 0, 5, 1, 4, 2])
     # Without positions attention is permutation-equivariant; with rotary positions it is not.
     assert not torch.allclose(block(x)[:, perm], block(x[:, perm]), atol=1e-5)
+
+
+def test_the_rotary_table_is_the_obvious_double_loop():
+    """cos and sin of p * base^(-2i/D), position by position and pair by pair, as the derivation writes them."""
+    d_head, base, offset, length = 6, 10000.0, 5, 7
+    cos, sin = rotary_table(length, d_head, base, offset)
+    for t in range(length):
+        for i in range(d_head // 2):
+            angle = (offset + t) * base ** (-2 * i / d_head)
+            assert cos[t, i].item() == pytest.approx(math.cos(angle), abs=1e-12)
+            assert sin[t, i].item() == pytest.approx(math.sin(angle), abs=1e-12)
+
+
+def test_the_cached_rotary_module_equals_the_plain_function_at_every_offset():
+    emb = RotaryEmbedding(8)  # its table grows as longer positions are asked for, and is reused
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
+    for offset in (0, 1, 7, 3, 40, 2):
+        assert torch.equal(emb(x, offset=offset), apply_rotary(x, offset=offset))

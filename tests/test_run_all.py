@@ -9,7 +9,7 @@ import pytest
 
 import run_all
 from fake_course import make_notebook, run_all_command
-from helpers.utils import PROJECT_ROOT
+from helpers.course.utils import PROJECT_ROOT
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_clean_for_commit_drops_run_metadata():
 def test_committed_notebooks_name_the_course_kernel():
     import nbformat
 
-    from helpers.utils import COURSE_KERNEL, NOTEBOOKS_DIR
+    from helpers.course.utils import COURSE_KERNEL, NOTEBOOKS_DIR
     from run_all import clean_for_commit
 
     for path in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers.speedups import FastDropout, fast_dropout, keep_mask, rounded_p
+from helpers.course.speedups import FastDropout, fast_dropout, keep_mask, rounded_p
 
 N = 1 << 20  # elements per statistical check: the drop rate's standard error is under 0.0005
 

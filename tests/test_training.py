@@ -6,12 +6,15 @@ import math
 import pytest
 import torch
 
-from helpers.checkpoints import load_checkpoint
-from helpers.datasets import load_dataset, synthetic_batch
+from helpers.course.checkpoints import load_checkpoint
+from helpers.course.datasets import load_dataset, synthetic_batch
+from helpers.course.scoring import evaluate_lm
+from helpers.course.trainer import Trainer, resume_trainer
 from helpers.decoding import greedy_decode
-from helpers.evaluation import evaluate_lm, sequence_accuracy
-from helpers.models import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig, translation_loss
-from helpers.training import TrainConfig, Trainer, resume_trainer, train, warmup_cosine
+from helpers.evaluation import sequence_accuracy
+from helpers.models import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
+from helpers.optim import warmup_cosine
+from helpers.training import TrainConfig, train, translation_loss
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,7 @@ class SteadyClock:
 
 
 def test_time_budget_fits_the_schedule_to_the_measured_step_time(data, monkeypatch):
-    import helpers.training as training
+    import helpers.course.trainer as training
 
     monkeypatch.setattr(training, "time", SteadyClock(0.005))  # two readings per step: each step "takes" 5 ms
     cfg = TrainConfig(

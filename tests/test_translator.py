@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
+from helpers.course.translator import Translator
+from helpers.course.utils import PROJECT_ROOT
 from helpers.models import Seq2Seq, Seq2SeqConfig
 from helpers.tokenizers import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Tokenizer, Vocab
-from helpers.translator import Translator
-from helpers.utils import PROJECT_ROOT
 
 
 def tiny_translator():
@@ -74,13 +74,13 @@ def test_translate_command_reads_arguments_and_stdin(tmp_path):
 
 def test_translate_command_choices_match_the_helpers():
     import translate
-    from helpers.translator import UNK_RULES
+    from helpers.course.translator import UNK_RULES
 
     assert translate.UNK_CHOICES == UNK_RULES
 
 
 def test_load_names_the_file_and_the_kind_and_puts_the_model_on_the_device(tmp_path):
-    from helpers.checkpoints import CheckpointError, make_checkpoint, save_checkpoint
+    from helpers.course.checkpoints import CheckpointError, make_checkpoint, save_checkpoint
 
     path = tiny_translator().save(tmp_path / "tiny.pt")
     loaded = Translator.load(path, device="cpu")
@@ -119,7 +119,7 @@ def test_unk_rules():
 
 def tiny_subword_translator(shared=True):
     from helpers.bpe import BPETokenizer
-    from helpers.translator import SubwordTranslator
+    from helpers.course.translator import SubwordTranslator
 
     en = BPETokenizer.train(["I am cold.", "Where is Tom?", "I am here."], 280)
     fr = en if shared else BPETokenizer.train(["J'ai froid.", "Où est Tom\u202f?"], 270)
@@ -132,7 +132,7 @@ def tiny_subword_translator(shared=True):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_subword_checkpoint_round_trip_keeps_merges_and_translations(tmp_path, shared):
-    from helpers.translator import SubwordTranslator
+    from helpers.course.translator import SubwordTranslator
 
     tr = tiny_subword_translator(shared)
     path = tr.save(tmp_path / "bpe.pt")
@@ -168,7 +168,7 @@ def test_subword_translator_encodes_any_text_and_never_outputs_unk():
 def test_with_subwords_encodes_every_training_pair_and_keeps_the_splits(tmp_path):
     from builders import write_tsv
     from helpers.bpe import BPETokenizer
-    from helpers.datasets import load_pairs, prepare_data, training_pairs
+    from helpers.course.datasets import load_pairs, prepare_data, training_pairs
     from helpers.tokenizers import normalize
 
     data = prepare_data(load_pairs(write_tsv(tmp_path)), seed=0)
@@ -184,10 +184,9 @@ def test_with_subwords_encodes_every_training_pair_and_keeps_the_splits(tmp_path
 
 
 def test_fit_translator_keeps_the_weights_with_the_best_validation_bleu(tmp_path, monkeypatch):
-    import helpers.translator as translator_module
-    from helpers.datasets import Example
-    from helpers.models import translation_loss
-    from helpers.training import TrainConfig
+    import helpers.course.translator as translator_module
+    from helpers.course.datasets import Example
+    from helpers.training import TrainConfig, translation_loss
 
     tr = tiny_subword_translator()
     pairs = [("I am cold.", "J'ai froid."), ("Where is Tom?", "Où est Tom ?")]
@@ -221,7 +220,7 @@ def test_translate_command_runs_a_subword_checkpoint(tmp_path):
 
 
 def test_subword_translator_with_a_truecaser_lowercases_input_and_recases_output(tmp_path):
-    from helpers.translator import SubwordTranslator
+    from helpers.course.translator import SubwordTranslator
 
     base = tiny_subword_translator()
     truecaser = Tokenizer("fr").fit_truecase(["Tom est là.", "Je vois Tom."])

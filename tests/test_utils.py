@@ -7,8 +7,8 @@ import urllib.error
 import pytest
 import torch
 
-import helpers.data as data
-from helpers import metrics, utils
+import helpers.course.data as data
+from helpers.course import metrics, utils
 
 
 class FakeResponse(io.BytesIO):
@@ -171,7 +171,7 @@ def test_readme_results_section_is_rewritten_from_metrics(tmp_path, monkeypatch)
 
 
 def test_metric_values_are_formatted_without_positive_exponents():
-    from helpers.metrics import format_value
+    from helpers.course.metrics import format_value
 
     assert format_value(15740.4) == "15,740"
     assert format_value(1816896.0) == "1,816,896"

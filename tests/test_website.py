@@ -6,7 +6,7 @@ import sys
 import nbformat
 import pytest
 
-from helpers.utils import PROJECT_ROOT
+from helpers.course.utils import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "website"))
 import build_site as site_build  # noqa: E402 - website/ is a folder of scripts, not a package

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from helpers import workspace as ws
-from helpers.grading import load_checks
+from grader import workspace as ws
+from grader.core import load_checks
 
 
 @pytest.fixture(scope="module")

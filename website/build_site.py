@@ -24,7 +24,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers import workspace  # noqa: E402 - after the path is set, so this works from any folder
+from grader import workspace  # noqa: E402 - after the path is set, so this works from any folder
 
 HERE = ROOT / "website"
 BUILD = ROOT / "build"

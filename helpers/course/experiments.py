@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import causal_mask
-from helpers.datasets import get_batch
+from helpers.course.datasets import get_batch
+from helpers.course.speedups import use_speedups
+from helpers.course.utils import set_seed
 from helpers.layers import Encoder, TransformerConfig
 from helpers.positional import ATTENTION_POSITIONAL_ENCODINGS, make_positional
-from helpers.training import TrainConfig, train
-from helpers.utils import set_seed
+from helpers.training import IGNORE, TrainConfig, token_loss, train
 
 TASKS = ("sort", "sort_desc")
 
@@ -136,13 +137,6 @@ def layerwise_lr_groups(model: ToyEncoder, lr: float, decay: float) -> list[dict
     return [g for g in groups if g["params"]]
 
 
-def task_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of the per-position predictions for a batch (x, y) of a sorting task."""
-    x, y = batch
-    logits = model(x)  # (B, T, n_symbols)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-
-
 @torch.no_grad()
 def task_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Loss, per-token accuracy and whole-sequence accuracy of a model on (x, y), moved to the model's device."""
@@ -200,7 +194,8 @@ def run_experiment(
         grad_clip=0.0,
         seed=cfg.seed,
     )
-    history = train(model, next_batch, task_loss, train_cfg, optimizer=optimizer)
+    use_speedups(model, train_cfg)
+    history = train(model, next_batch, token_loss, train_cfg, optimizer=optimizer)
     result = ExperimentResult(cfg, losses=history["loss"])
     fit_x, fit_y = (train_x, train_y) if train_x is not None else (val_x[:0], val_y[:0])
     train_eval = task_scores(model, fit_x, fit_y) if train_x is not None else None
@@ -249,8 +244,6 @@ def spread(values) -> str:
 
 # ---------------------------------------------------------------- encoder-only against decoder-only (10_experiments §7)
 
-IGNORE = -100  # target id that F.cross_entropy skips (ignore_index)
-
 
 class CharLM(nn.Module):
     """Characters -> per-position logits through the course's Encoder: bidirectional (BERT-style) or causal (GPT-style).
@@ -288,13 +281,6 @@ def causal_lm_batch(data: torch.Tensor, batch: int, seq_len: int, generator=None
     """Windows x (B, T) and the next character at every position, y (B, T)."""
     w = get_batch(data, batch, seq_len + 1, generator)[0]  # (B, T + 1) windows
     return w[:, :-1], w[:, 1:]
-
-
-def lm_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over the positions whose target is not IGNORE."""
-    x, y = batch
-    logits = model(x)  # (B, T, V)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
 
 
 @torch.no_grad()

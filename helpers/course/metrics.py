@@ -7,7 +7,7 @@ import math
 import warnings
 from pathlib import Path
 
-from helpers.utils import artifacts_dir, atomic_write_text
+from helpers.course.utils import artifacts_dir, atomic_write_text
 
 
 class MetricRecorder:

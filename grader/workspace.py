@@ -5,11 +5,11 @@ One source of truth: solutions/NN_name.py holds the reference solutions in the p
 from `# SOLUTION hint: ...` to `# END SOLUTION` are the solution; the workspace gets a stub there that raises
 NotImplementedError with the hint, followed by a cell that checks it.
 
-    python -m helpers.workspace create            make exercises/ (never overwrites a notebook that is there)
-    python -m helpers.workspace check             grade exercises/ and print a scoreboard
-    python -m helpers.workspace check-solutions   grade the reference solutions the same way
-    python -m helpers.workspace reset 02          restore one exercise notebook (the old one is kept in a backup)
-    python -m helpers.workspace solution 02.sdpa  print the reference solution of one exercise
+    python -m grader.workspace create            make exercises/ (never overwrites a notebook that is there)
+    python -m grader.workspace check             grade exercises/ and print a scoreboard
+    python -m grader.workspace check-solutions   grade the reference solutions the same way
+    python -m grader.workspace reset 02          restore one exercise notebook (the old one is kept in a backup)
+    python -m grader.workspace solution 02.sdpa  print the reference solution of one exercise
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.grading import CaseResult, Report, grade, load_checks
-from helpers.utils import COURSE_KERNEL, PROJECT_ROOT, atomic_write_text, relative
+from grader.core import CaseResult, Report, grade, load_checks
+from helpers.course.utils import COURSE_KERNEL, PROJECT_ROOT, atomic_write_text, relative
 
 SOLUTIONS_DIR = PROJECT_ROOT / "solutions"
 WORKSPACE_DIR = PROJECT_ROOT / "exercises"
 BACKUP_DIR_NAME = "backup"
-CHECK_IMPORT = "from helpers.grading import check  # grades each exercise against the course's oracles"
+CHECK_IMPORT = "from grader.core import check  # grades each exercise against the course's oracles"
 _HEADER = re.compile(r"^# %%(?: (?P<kind>\[markdown\]|exercise (?P<id>\S+)))?\s*$")
 _SOLUTION = re.compile(r"^(?P<indent>\s*)# SOLUTION hint: (?P<hint>.+?)\s*$")
 _END = re.compile(r"^\s*# END SOLUTION\s*$")
@@ -401,7 +401,7 @@ def check_solutions() -> list[Graded]:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line behind `make exercises`, `make check`, `make check-solutions` and the reset."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.workspace", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m grader.workspace", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("create", help="make the exercise notebooks that are missing in exercises/")
     sub.add_parser("check", help="grade exercises/ and print a scoreboard")

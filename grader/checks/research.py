@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from helpers.experiments import ExperimentConfig, run_experiment, spread
-from helpers.grading import exercise
+from grader.core import exercise
+from helpers.course.experiments import ExperimentConfig, run_experiment, spread
 
 # ---------------------------------------------------------------- 09 attention block by block
 

@@ -4,7 +4,8 @@ The course's models are written plainly (nn.Dropout, float32). A training run sw
 (TrainConfig.amp, .flush_denormal, .fast_dropout); the full char-GPT run of notebook 06 uses all three, and notebook 09
 measures what each one buys.
 
-- autocast: matrix products in bfloat16 on CPU and CUDA (no loss scaling needed); nothing on Apple MPS.
+- amp: matrix products in bfloat16 on CPU and CUDA (no loss scaling needed; helpers.training.autocast acts inside
+  train_step); nothing on Apple MPS.
 - flush_denormal: tiny floats (below about 1e-38) are treated as zero. x86 CPUs process them very slowly, and late
   in training optimiser statistics are full of them.
 - fast dropout: PyTorch's dropout draws one random number per element, which on a CPU costs more than applying the
@@ -22,24 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attention import check_p
-
-# ---------------------------------------------------------------- reduced precision
-
-
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The reduced precision used under autocast on a device: bfloat16 on CPU and recent CUDA GPUs, else none."""
-    kind = torch.device(device).type
-    if kind == "cuda" and not torch.cuda.is_bf16_supported():
-        return None  # float16 would need loss scaling; older GPUs train in float32
-    return torch.bfloat16 if kind in ("cpu", "cuda") else None
-
-
-def autocast(device: torch.device | str, enabled: bool = True):
-    """torch.autocast for the device's reduced precision, or a no-op where the device has none or enabled=False."""
-    dtype = autocast_dtype(device)
-    kind = torch.device(device).type
-    return torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=enabled and dtype is not None)
-
 
 # ---------------------------------------------------------------- denormal floats
 
@@ -112,3 +95,14 @@ def use_fast_dropout(model: nn.Module) -> int:
                 setattr(module, name, FastDropout(child.p))
                 replaced += 1
     return replaced
+
+
+# ---------------------------------------------------------------- switching them on from a TrainConfig
+
+
+def use_speedups(model: nn.Module, cfg) -> None:
+    """Switch on the speed-ups a helpers.training.TrainConfig asks for that act on the model or the process."""
+    if cfg.flush_denormal:
+        flush_denormal(True)  # a process-wide switch; it stays on after training
+    if cfg.fast_dropout:
+        use_fast_dropout(model)

@@ -1,7 +1,7 @@
 """Attention, training and generation benchmarks and a GRU baseline (introduced in 07_generation, 09_profiling).
 
 Attention methods are measured against sequence length and heads; throughput for training steps and generation.
-Every number comes from helpers.measure (one timer, one memory probe).
+Every number comes from helpers.course.measure (one timer, one memory probe).
 
 Apple's MPS backend has no peak-memory counter, so benchmark_attention measures memory there on CPU copies.
 """
@@ -16,9 +16,9 @@ from torch import nn
 
 from helpers.attention import causal_mask, scaled_dot_product_attention
 from helpers.attention_variants import blockwise_attention, linear_attention
+from helpers.course.measure import peak_memory_bytes, time_fn
 from helpers.decoding import generate
-from helpers.measure import peak_memory_bytes, time_fn
-from helpers.speedups import autocast
+from helpers.training import autocast
 
 ATTENTION_METHODS = ("naive", "sdpa", "linear")  # from-scratch softmax, PyTorch's fused kernel, linear attention
 
@@ -101,7 +101,7 @@ def training_step_fn(
 ):
     """A closure running one training step of a language model whose forward(x, y) returns (logits, loss).
 
-    amp=True runs the forward pass under autocast in the device's reduced precision (helpers.speedups.autocast:
+    amp=True runs the forward pass under autocast in the device's reduced precision (helpers.course.speedups.autocast:
     bfloat16 on CPU and CUDA, as notebook 06 trains; none on MPS). The model, x and y must be on one device.
     """
 

@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.utils import DATA_DIR, atomic_write_bytes, relative
+from helpers.course.utils import DATA_DIR, atomic_write_bytes, relative
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 # Imported on first use; importing them registers their checks.
-CHECK_MODULES = ("helpers.checks_basics", "helpers.checks_models", "helpers.checks_research", "helpers.checks_modern")
+CHECK_MODULES = ("grader.checks.basics", "grader.checks.models", "grader.checks.research", "grader.checks.modern")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
 
-from helpers.utils import artifacts_dir
+from helpers.course.utils import artifacts_dir
 
 
 def save_figure(fig: plt.Figure, name: str, mode: str = "full") -> Path:

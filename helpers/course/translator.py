@@ -2,7 +2,7 @@
 
 Translator wraps a Seq2Seq (helpers.models) with the word tokenizers and vocabularies it was trained with, decodes
 greedily or with beam search (helpers.decoding), repairs a generated <unk> through cross-attention, and saves and
-loads the course's checkpoint layout (helpers.checkpoints).
+loads the course's checkpoint layout (helpers.course.checkpoints).
 """
 
 from __future__ import annotations
@@ -12,21 +12,23 @@ from pathlib import Path
 import torch
 
 from helpers.bpe import BPETokenizer
-from helpers.checkpoints import (
+from helpers.course.checkpoints import (
     CheckpointError,
     average_states,
     first_line,
     load_checkpoint,
+    model_checkpoint,
+    model_from_checkpoint,
     save_checkpoint,
     state_snapshot,
 )
-from helpers.datasets import Example, TranslationData, pad_batch
+from helpers.course.datasets import Example, TranslationData, pad_batch
+from helpers.course.scoring import cooccurrence_dictionary, sacrebleu_scores
+from helpers.course.speedups import use_speedups
+from helpers.course.utils import PROJECT_ROOT
 from helpers.decoding import beam_search, greedy_decode, strip_after_eos
-from helpers.evaluation import cooccurrence_dictionary, sacrebleu_scores
-from helpers.models import Seq2Seq
 from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, Vocab, normalize
 from helpers.training import TrainConfig, train
-from helpers.utils import PROJECT_ROOT
 
 UNK_RULES = (
     "keep",
@@ -148,7 +150,8 @@ class Translator:
 
     def checkpoint(self) -> dict:
         """Everything needed to translate again: float16 weights, config, tokenizers, vocabularies, the dictionary."""
-        return self.model.checkpoint(self.tokenizer_dict(), {"dictionary": dict(self.dictionary), "extra": self.extra})
+        meta = {"dictionary": dict(self.dictionary), "extra": self.extra}
+        return model_checkpoint(self.model, self.tokenizer_dict(), meta)
 
     def save(self, path: Path | str) -> Path:
         """Write the checkpoint atomically (an unchanged model leaves the file as it is)."""
@@ -164,7 +167,7 @@ class Translator:
         CheckpointError whose message names the file and what is wrong.
         """
         ckpt = load_checkpoint(path, kind="translation")
-        model = Seq2Seq.from_checkpoint(ckpt, source=path)
+        model = model_from_checkpoint(ckpt, source=path)
         try:
             tok, meta = ckpt["tokenizer"], ckpt["meta"]
             if tok.get("kind") == SubwordTranslator.TOKENIZER_KIND:
@@ -258,7 +261,7 @@ class SubwordTranslator(Translator):
 
     def checkpoint(self) -> dict:
         """Everything needed to translate again: float16 weights, config, the BPE merges, extra."""
-        return self.model.checkpoint(self.tokenizer_dict(), {"extra": self.extra})
+        return model_checkpoint(self.model, self.tokenizer_dict(), {"extra": self.extra})
 
 
 def default_checkpoint() -> Path:
@@ -300,6 +303,7 @@ def fit_translator(
         snapshots.append((step, state_snapshot(model)))
         return {"valid_bleu": valid_bleu()}
 
+    use_speedups(model, cfg)
     history = train(model, next_batch, loss_fn, cfg, evaluate=evaluate, log=log)
     by_step = {e["step"]: e["valid_bleu"] for e in history["evals"]}
     best_step, best_state = max(snapshots, key=lambda s: by_step[s[0]])

@@ -10,10 +10,12 @@ import time
 
 import torch
 
-from helpers.datasets import CharDataset
+from helpers.course.datasets import CharDataset
+from helpers.course.trainer import Trainer
 from helpers.models import GPT, GPTConfig
-from helpers.modern import ModernGPT, ModernGPTConfig, make_muon_adamw
-from helpers.training import TrainConfig, Trainer
+from helpers.modern import ModernGPT, ModernGPTConfig
+from helpers.optim import make_muon_adamw
+from helpers.training import TrainConfig
 
 
 def describe_device(device: torch.device) -> dict:

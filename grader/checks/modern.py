@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from helpers.grading import exercise
-from helpers.modern import NS_COEFFICIENTS, newton_schulz
+from grader.core import exercise
+from helpers.optim import NS_COEFFICIENTS, newton_schulz
 
 # ---------------------------------------------------------------- 11 RMSNorm
 

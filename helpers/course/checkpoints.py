@@ -10,6 +10,7 @@ their weights in float16 (half the bytes; loading turns them back into float32);
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 import re
@@ -19,7 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from helpers.utils import atomic_write_bytes
+from helpers.course.utils import atomic_write_bytes
+from helpers.models import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
+from helpers.modern import ModernGPT, ModernGPTConfig
+from helpers.tokenizers import CharTokenizer
 
 LAYOUT = ("kind", "model", "config", "tokenizer", "meta")
 CHECKPOINT_KINDS = {
@@ -194,3 +198,84 @@ def average_states(states: list[dict]) -> dict:
 def state_snapshot(model: nn.Module) -> dict:
     """A detached copy of a model's parameters and buffers."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------- models in and out of checkpoints
+
+# Which model a checkpoint holds: its kind, its class and config class, the embedding a tied LM head shares, and what
+# it is called in errors. A "char-gpt" checkpoint holds notebook 06's GPT or notebook 11's ModernGPT: the first row
+# whose config class has every field of the saved config is the one (GPT's config has no "norm" switch).
+MODELS = (
+    ("char-gpt", GPT, GPTConfig, "tok_emb", "a usable char-GPT"),
+    ("char-gpt", ModernGPT, ModernGPTConfig, "tok_emb", "a usable modern char-GPT"),
+    ("translation", Seq2Seq, Seq2SeqConfig, "tgt_embed", "a usable translation model"),
+)
+
+
+def _row_of_class(model_cls: type) -> tuple:
+    """The MODELS row of a model class (exactly that class)."""
+    for row in MODELS:
+        if row[1] is model_cls:
+            return row
+    raise ValueError(f"{model_cls.__name__} is not a model the course checkpoints ({[r[1].__name__ for r in MODELS]})")
+
+
+def _row_of_checkpoint(ckpt: dict) -> tuple:
+    """The MODELS row whose kind is the checkpoint's and whose config class takes every saved setting."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    rows = [r for r in MODELS if r[0] == ckpt.get("kind")]
+    for row in rows:
+        if set(config) <= {f.name for f in dataclasses.fields(row[2])}:
+            return row
+    return rows[0] if rows else _row_of_class(GPT)
+
+
+def model_checkpoint(model: nn.Module, tokenizer, meta: dict | None = None) -> dict:
+    """A checkpoint of a finished model: float16 weights (a tied head stored once), config, tokenizer and `meta`.
+
+    tokenizer: an object with to_dict() (the char-GPT's CharTokenizer) or the plain dict of the translator's two.
+    """
+    kind, _, _, tied_to, _ = _row_of_class(type(model))
+    tied = model.lm_head.weight is getattr(model, tied_to).weight
+    state = compact_state(model, skip=("lm_head.weight",) if tied else ())
+    tok = tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else tokenizer
+    return make_checkpoint(kind, state, dataclasses.asdict(model.cfg), tok, meta)
+
+
+def model_from_checkpoint(ckpt: dict, source: Path | str | None = None, model_cls: type | None = None) -> nn.Module:
+    """Rebuild a checkpoint's model in float32, of the class MODELS gives (or `model_cls`: ModernGPT reads GPT's).
+
+    Content that does not make the model (missing keys, a bad config, weights of the wrong shape) raises a
+    CheckpointError naming `source` (the file it came from) and what it should have held.
+    """
+    _, cls, config_cls, tied_to, what = _row_of_checkpoint(ckpt) if model_cls is None else _row_of_class(model_cls)
+    try:
+        model = cls(config_cls(**ckpt["config"]))
+        state = full_precision(ckpt["model"])
+        if model.lm_head.weight is getattr(model, tied_to).weight:
+            state.setdefault("lm_head.weight", state[f"{tied_to}.weight"])
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{source or 'the checkpoint'} does not hold {what} ({first_line(err)})") from None
+    return model
+
+
+def load_char_gpt(path: Path | str, device: torch.device | str | None = None):
+    """Load a char-GPT checkpoint (notebook 06's GPT or notebook 11's ModernGPT): (model in eval mode, tokenizer).
+
+    Every problem with the file, including a checkpoint of another kind, is a CheckpointError naming it.
+    """
+    ckpt = load_checkpoint(path, kind="char-gpt")
+    model = model_from_checkpoint(ckpt, source=path)
+    try:
+        tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path} does not hold a usable character tokenizer ({first_line(err)})") from None
+    if tokenizer.vocab_size != model.cfg.vocab_size:
+        raise CheckpointError(
+            f"{path} is inconsistent: its tokenizer has {tokenizer.vocab_size} characters, "
+            f"its model {model.cfg.vocab_size}"
+        )
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer

@@ -2,7 +2,7 @@
 
 Every check compares the learner's function with an oracle: PyTorch where it has one, otherwise the course's helpers
 (which the test suite checks), or a brute-force computation small enough to trust.
-The module also defines TinyDecoder, the one-head model of the KV-cache exercise (07.kv_cache).
+The KV-cache exercise (07.kv_cache) runs on helpers.models.TinyDecoder, a one-head decoder.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from sacrebleu.metrics import BLEU
 from torch import nn
 
-from helpers.datasets import get_batch
+from grader.core import exercise, matching_mistake, mistake_hint
+from helpers.course.datasets import get_batch
 from helpers.decoding import top_k_filter, top_p_filter
 from helpers.evaluation import clipped_matches
-from helpers.grading import exercise, matching_mistake, mistake_hint
-from helpers.models import GPT, GPTConfig
-from helpers.training import warmup_cosine
+from helpers.models import GPT, GPTConfig, TinyDecoder
+from helpers.optim import warmup_cosine
 
 F64 = torch.float64
 
@@ -82,7 +82,7 @@ def _batch(fn, case):
         ("ids 100..129, windows starting at 0, 5 and 17 (block_size 6)", text, torch.tensor([0, 5, 17]), 6, None),
         ("the last window that fits: its target ends on the last id", text, torch.tensor([len(text) - 5]), 4, None),
         (
-            "4 windows of random characters, as helpers.datasets.get_batch draws them",
+            "4 windows of random characters, as helpers.course.datasets.get_batch draws them",
             data,
             random_starts,
             8,
@@ -464,33 +464,6 @@ def _top_p(fn, case):
 
 
 # ---------------------------------------------------------------- 07 generation: a KV cache
-
-
-class TinyDecoder(nn.Module):
-    """A one-block, one-head causal decoder (07.kv_cache): token + learned position embeddings, attention, output."""
-
-    def __init__(self, vocab_size: int = 12, d_model: int = 8, block_size: int = 16, seed: int = 0):
-        super().__init__()
-        self.tok_emb = nn.Embedding(vocab_size, d_model)  # token id -> (d_model,)
-        self.pos_emb = nn.Embedding(block_size, d_model)  # learned: position t -> (d_model,)
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.lm_head = nn.Linear(d_model, vocab_size)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in self.parameters():  # seeded weights, whatever the global random state
-                p.copy_(torch.randn(p.shape, generator=g) * 0.7)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (B, T) -> logits (B, T, vocab_size), every position computed from scratch (no cache)."""
-        t = idx.shape[1]
-        x = self.tok_emb(idx) + self.pos_emb(torch.arange(t, device=idx.device))  # (B, T, C)
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, T, C) each
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, T, C) @ (B, C, T) -> (B, T, T)
-        causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()  # query i sees keys 0..i
-        attn_weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-        return self.lm_head(x + attn_weights @ v)  # residual; (B, T, C) -> (B, T, vocab_size)
 
 
 def _reference_cached_step(model: TinyDecoder, new_ids, cache, mistake: str = ""):

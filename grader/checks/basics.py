@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grader.core import exercise, matching_mistake
 from helpers.attention import padding_mask as padding_mask_oracle
-from helpers.grading import exercise, matching_mistake
 from helpers.layers import FeedForward
 from helpers.positional import sinusoidal_table
 

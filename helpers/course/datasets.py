@@ -1,6 +1,7 @@
 """Data sets and batches: Tiny Shakespeare, Tatoeba pairs, a toy reverse task (introduced in 06_char_gpt, 08).
 
-Files come from helpers.data.fetch (a local copy first, else a verified download); tokenizers from helpers.tokenizers.
+Files come from helpers.course.data.fetch (a local copy first, else a verified download);
+tokenizers from helpers.tokenizers.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from helpers.data import fetch
+from helpers.course.data import fetch
+from helpers.course.utils import DATA_DIR, relative
 from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharTokenizer, Tokenizer, Vocab, normalize
-from helpers.utils import DATA_DIR, relative
 
 FULL_ANKI_FILE = "fra.txt"  # the full Anki fra-eng export, if a user puts it in data/
 

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from helpers.checkpoints import save_checkpoint
-from helpers.utils import get_device
+from helpers.course.checkpoints import save_checkpoint
+from helpers.course.utils import get_device
 
 BACKENDS = ("gloo", "nccl")  # gloo: CPU tensors (and CUDA ones, slowly); nccl: CUDA tensors only
 
@@ -84,7 +84,7 @@ def shard_batch(batch: tuple, at_rank: int | None = None, n_ranks: int | None = 
 
 
 def rank_device(choice: str | None = None) -> torch.device:
-    """This rank's device: cuda:LOCAL_RANK when the choice (see helpers.utils.get_device) is CUDA, else the choice."""
+    """This rank's device: cuda:LOCAL_RANK when the choice (helpers.course.utils.get_device) is CUDA, else it."""
     device, n_ranks = get_device(choice), world_size()
     if device.type == "mps" and n_ranks > 1:
         raise ValueError("several processes cannot share Apple's MPS device (no gloo or nccl support); use cpu")
@@ -187,7 +187,7 @@ def gather_objects(obj) -> list:
 
 
 def save_on_main(state: dict, path: Path | str) -> Path:
-    """Rank 0 writes state atomically (helpers.checkpoints); every rank waits until the file is in place."""
+    """Rank 0 writes state atomically (helpers.course.checkpoints); every rank waits until the file is in place."""
     if is_main():
         save_checkpoint(state, path)
     if dist.is_initialized():

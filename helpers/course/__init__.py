@@ -1,0 +1,1 @@
+"""The course machinery around the model: data, checkpoints, the resumable trainer, measuring, plotting, recording."""
