@@ -264,26 +264,6 @@ def solution_text(exercise_id: str) -> str:
     raise WorkspaceError(f"no exercise {exercise_id!r} in {relative(src.path)}; it has {', '.join(src.exercises)}")
 
 
-def teaching_cell(src: Source) -> str:
-    """The markdown cell that ends teaching notebook NN: its exercises and how to start them."""
-    exercises = load_checks()
-    lines = [
-        "## Exercises: write it yourself",
-        "",
-        "Write the pieces of this notebook yourself; the course grades them against its own oracles.",
-        f"`make exercises` creates `exercises/{src.name}.ipynb` (it never overwrites your work);"
-        " write each function, then run the check cell below it.",
-        "",
-    ]
-    lines += [f"- `{ex_id}`: {exercises[ex_id].title}" for ex_id in src.exercises]
-    lines += [
-        "",
-        f"`make check` grades every exercise; the reference solutions are in `solutions/{src.path.name}`"
-        f" (or `make solution EX={src.exercises[0]}`).",
-    ]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------- headless grading
 
 

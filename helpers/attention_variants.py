@@ -115,6 +115,34 @@ def use_linear_attention(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _query_block(qb, k, v, first_pos: int, k_stop: int, block_size: int, causal: bool) -> torch.Tensor:
+    """Online softmax of one scaled query block qb (..., b_q, D) over the key blocks before k_stop: (..., b_q, D_v).
+
+    first_pos is the position of qb's first query among the keys (causal: query i sees keys j <= its position).
+    """
+    b_q = qb.shape[-2]
+    m = torch.full((*qb.shape[:-1], 1), float("-inf"), dtype=qb.dtype, device=qb.device)  # (..., b_q, 1)
+    denom = torch.zeros_like(m)  # (..., b_q, 1)
+    acc = torch.zeros((*qb.shape[:-1], v.shape[-1]), dtype=qb.dtype, device=qb.device)  # (..., b_q, D_v)
+    for k0 in range(0, k_stop, block_size):
+        kb, vb = k[..., k0 : k0 + block_size, :], v[..., k0 : k0 + block_size, :]  # (..., b_k, D), (..., b_k, D_v)
+        b_k = kb.shape[-2]
+        s = qb @ kb.transpose(-2, -1)  # (..., b_q, D) @ (..., D, b_k) -> (..., b_q, b_k)
+        if causal and k0 + b_k - 1 > first_pos:  # the tile's last key is past its first query: mask the future
+            rows = torch.arange(first_pos, first_pos + b_q, device=qb.device)[:, None]  # (b_q, 1) positions
+            cols = torch.arange(k0, k0 + b_k, device=qb.device)[None, :]  # (1, b_k)
+            s = s.masked_fill(cols > rows, float("-inf"))  # (..., b_q, b_k)
+        # The result does not depend on m (it cancels in acc / denom), so no gradient needs to flow through it.
+        m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True)).detach()  # (..., b_q, 1)
+        m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # a row that has seen no key: avoid -inf - -inf
+        rescale = torch.exp(m - m_safe)  # (..., b_q, 1), exp(m_old - m_new) <= 1; 0 on a row's first keys
+        p = torch.exp(s - m_safe)  # (..., b_q, b_k), unnormalised weights, 0 where masked
+        denom = denom * rescale + p.sum(dim=-1, keepdim=True)
+        acc = acc * rescale + p @ vb  # (..., b_q, b_k) @ (..., b_k, D_v) -> (..., b_q, D_v)
+        m = m_new
+    return acc / denom.masked_fill(denom == 0, 1.0)  # denom = 0 only where no key was seen, and acc = 0 there too
+
+
 def blockwise_attention(q, k, v, block_size: int = 64, causal: bool = False, scale: float | None = None):
     """Compute softmax(q k^T * scale) v one (block, block) tile at a time, never building the (T_q, T_k) scores.
 
@@ -142,28 +170,8 @@ def blockwise_attention(q, k, v, block_size: int = 64, causal: bool = False, sca
     rows_out = []
     for q0 in range(0, t_q, block_size):
         qb = q[..., q0 : q0 + block_size, :] * scale  # (..., b_q, D), scaled once per query block
-        b_q = qb.shape[-2]
-        m = torch.full((*qb.shape[:-1], 1), float("-inf"), dtype=q.dtype, device=q.device)  # (..., b_q, 1)
-        denom = torch.zeros_like(m)  # (..., b_q, 1)
-        acc = torch.zeros((*qb.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)  # (..., b_q, D_v)
-        k_stop = min(t_k, q0 + b_q + offset) if causal else t_k  # later keys are in the future of every row
-        for k0 in range(0, k_stop, block_size):
-            kb, vb = k[..., k0 : k0 + block_size, :], v[..., k0 : k0 + block_size, :]  # (..., b_k, D), (..., b_k, D_v)
-            b_k = kb.shape[-2]
-            s = qb @ kb.transpose(-2, -1)  # (..., b_q, D) @ (..., D, b_k) -> (..., b_q, b_k)
-            if causal and k0 + b_k - 1 > q0 + offset:  # the tile's last key is past its first query: mask the future
-                rows = torch.arange(q0 + offset, q0 + offset + b_q, device=q.device)[:, None]  # (b_q, 1) positions
-                cols = torch.arange(k0, k0 + b_k, device=q.device)[None, :]  # (1, b_k)
-                s = s.masked_fill(cols > rows, float("-inf"))  # (..., b_q, b_k)
-            # The result does not depend on m (it cancels in acc / denom), so no gradient needs to flow through it.
-            m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True)).detach()  # (..., b_q, 1)
-            m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # a row that has seen no key: avoid -inf - -inf
-            rescale = torch.exp(m - m_safe)  # (..., b_q, 1), exp(m_old - m_new) <= 1; 0 on a row's first keys
-            p = torch.exp(s - m_safe)  # (..., b_q, b_k), unnormalised weights, 0 where masked
-            denom = denom * rescale + p.sum(dim=-1, keepdim=True)
-            acc = acc * rescale + p @ vb  # (..., b_q, b_k) @ (..., b_k, D_v) -> (..., b_q, D_v)
-            m = m_new
-        rows_out.append(acc / denom.masked_fill(denom == 0, 1.0))  # denom = 0 only where no key was seen, acc = 0 too
+        k_stop = min(t_k, q0 + qb.shape[-2] + offset) if causal else t_k  # later keys are in every row's future
+        rows_out.append(_query_block(qb, k, v, q0 + offset, k_stop, block_size, causal))
     if not rows_out:  # T_q = 0
         return torch.zeros((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
     return torch.cat(rows_out, dim=-2)  # (..., T_q, D_v)

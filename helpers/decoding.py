@@ -83,6 +83,10 @@ def _check_generate_args(
         raise ValueError(f"token ids must be in 0..{model.cfg.vocab_size - 1}")
 
 
+# Without the cache, every step runs the model on the last block_size tokens. With the cache, the prompt runs once and
+# each step feeds only the newest token: the same result while the sequence fits in block_size. A full cache is rebuilt
+# from the last block_size // 2 tokens (learned positions cannot slide), so beyond block_size the model sees between
+# block_size // 2 and block_size tokens of context instead of exactly block_size.
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -99,12 +103,8 @@ def generate(
 ):
     """Append max_new_tokens tokens to idx (B, T) and return (B, T + max_new_tokens) [and the logits used (B, N, V)].
 
-    Without the cache, every step runs the model on the last block_size tokens. With the cache, the prompt runs once
-    and each step feeds only the newest token: the same result while the sequence fits in block_size. A full cache is
-    rebuilt from the last block_size // 2 tokens (learned positions cannot slide), so beyond block_size the model sees
-    between block_size // 2 and block_size tokens of context. on_token(ids (B, 1)) is called after each step (sample.py
-    streams with it); max_new_tokens=None goes on until on_token raises (Ctrl-C, say). The model's mode is restored.
-    """
+    on_token(ids (B, 1)) is called after each step (sample.py streams with it); None as max_new_tokens goes on until
+    on_token raises (or Ctrl-C). The KV cache is described above; the model's mode is restored at the end."""
     _check_generate_args(model, idx, max_new_tokens or 0, temperature, top_k, top_p)
     block_size, was_training = model.cfg.block_size, model.training
     model.eval()
@@ -127,9 +127,7 @@ def generate(
                 on_token(nxt)
     finally:  # also when on_token stops the loop (or Ctrl-C does)
         model.train(was_training)
-    if return_logits:
-        return idx, (torch.stack(used, dim=1) if used else None)  # (B, max_new_tokens, V)
-    return idx
+    return (idx, torch.stack(used, dim=1) if used else None) if return_logits else idx  # logits: (B, N, V)
 
 
 def prompt_ids(model: nn.Module, tokenizer, prompt: str, seed: int | None = None):
@@ -198,6 +196,24 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((5.0 + length.float()) / 6.0) ** alpha
 
 
+def _best_extensions(logp, logp_sum, lengths, finished, alpha: float):
+    """The K best one-token extensions of every sentence's K hypotheses: (parent, token, total log-prob, length).
+
+    logp (B, K, V) are the next-token log-probabilities; a finished hypothesis extends only with <pad>, at no cost.
+    Extensions are ranked by total log-prob / length_penalty, each of the results is (B, K).
+    """
+    b, k, v = logp.shape
+    frozen = torch.full_like(logp, float("-inf"))
+    frozen[..., PAD_ID] = 0.0
+    logp = torch.where(finished[..., None], frozen, logp)
+    cand = (logp_sum[..., None] + logp).view(b, k * v)  # (B, K*V) total log-probs of every extension
+    cand_len = (lengths + (~finished).long())[..., None].expand(b, k, v).reshape(b, k * v)
+    ranked = cand / length_penalty(cand_len, alpha)
+    ranked = ranked.masked_fill(torch.isneginf(cand), float("-inf"))
+    _, top = ranked.topk(k, dim=-1)  # (B, K)
+    return top // v, top % v, cand.gather(1, top), cand_len.gather(1, top)
+
+
 @torch.no_grad()
 def beam_search(
     model: nn.Module, src: torch.Tensor, beam: int = 4, alpha: float = 0.6, max_len: int = 40, return_all: bool = False
@@ -225,18 +241,7 @@ def beam_search(
     for _ in range(max_len):
         logits = model.decode(seqs[:, -1:], memory, src_mask, cache=cache)[:, -1]  # (B*K, V)
         logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, -1)  # (B, K, V)
-        v = logp.shape[-1]
-        frozen = torch.full_like(logp, float("-inf"))
-        frozen[..., PAD_ID] = 0.0
-        logp = torch.where(finished[..., None], frozen, logp)
-        cand = (logp_sum[..., None] + logp).view(b, k * v)  # (B, K*V) total log-probs of every extension
-        cand_len = (lengths + (~finished).long())[..., None].expand(b, k, v).reshape(b, k * v)
-        ranked = cand / length_penalty(cand_len, alpha)
-        ranked = ranked.masked_fill(torch.isneginf(cand), float("-inf"))
-        _, top = ranked.topk(k, dim=-1)  # (B, K)
-        parent, token = top // v, top % v
-        logp_sum = cand.gather(1, top)
-        lengths = cand_len.gather(1, top)
+        parent, token, logp_sum, lengths = _best_extensions(logp, logp_sum, lengths, finished, alpha)
         finished = finished.gather(1, parent) | (token == EOS_ID)
         rows = (parent + torch.arange(b, device=dev)[:, None] * k).view(-1)  # (B*K,) rows of the parents
         seqs = torch.cat([seqs.index_select(0, rows), token.view(-1, 1)], dim=1)

@@ -156,9 +156,8 @@ def train(
     next_batch() gives one micro-batch (already on the model's device); loss_fn(model, batch) its loss.
     evaluate(step) -> dict runs every cfg.eval_interval steps and at the end; its results go into history["evals"]
     with the mean training loss since the previous evaluation, and one line per evaluation goes to `log`.
-    The optimiser defaults to make_adamw(model, ...) from cfg. Training time counts batches, forward, backward and
-    optimiser steps, not evaluations. A NaN or infinite loss stops the run. cfg.amp acts inside train_step; the
-    other speed-ups of cfg are switched on by the caller (helpers.course.speedups.use_speedups).
+    The optimiser defaults to make_adamw from cfg. Training time excludes evaluations. A NaN or infinite loss stops the
+    run. cfg.amp acts in train_step; the caller switches on cfg's other speed-ups (helpers.course.speedups).
     """
     optimizer = optimizer or make_adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     scheduler = make_scheduler(optimizer, cfg)
@@ -174,17 +173,22 @@ def train(
             break
         out_of_time = cfg.time_limit is not None and history["train_seconds"] >= cfg.time_limit
         if evaluate is not None and (step % cfg.eval_interval == 0 or step == cfg.max_steps or out_of_time):
-            since = history["evals"][-1]["step"] if history["evals"] else 0
-            recent = history["loss"][since:]
-            row = {
-                "step": step,
-                "train_seconds": history["train_seconds"],
-                "train_loss": sum(recent) / len(recent),
-                **evaluate(step),
-            }
+            row = _evaluation(history, step, evaluate)
             history["evals"].append(row)
             log("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if out_of_time:
             break
     history["wall_seconds"] = time.perf_counter() - start
     return history
+
+
+def _evaluation(history: dict, step: int, evaluate) -> dict:
+    """One row of history["evals"]: step, training time, mean training loss since the last row, and evaluate()."""
+    since = history["evals"][-1]["step"] if history["evals"] else 0
+    recent = history["loss"][since:]
+    return {
+        "step": step,
+        "train_seconds": history["train_seconds"],
+        "train_loss": sum(recent) / len(recent),
+        **evaluate(step),
+    }

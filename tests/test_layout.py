@@ -88,3 +88,24 @@ def test_a_planted_wrong_import_is_caught(tmp_path):
         "helpers/layers.py imports numpy",
     ]
     assert grader_importers(tmp_path) == ["solutions/07_generation.py imports the grader"]
+
+
+def long_functions(root: Path, limit: int = 40) -> list[str]:
+    """Functions of the model layer longer than `limit` lines (signature and docstring included)."""
+    found = []
+    for path in sorted((root / "helpers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= limit:
+                found.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    return found
+
+
+def test_every_function_of_the_model_layer_reads_in_one_screen():
+    assert long_functions(PROJECT_ROOT) == []
+
+
+def test_a_planted_long_function_is_caught(tmp_path):
+    (tmp_path / "helpers").mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(40))
+    (tmp_path / "helpers" / "models.py").write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}")
+    assert long_functions(tmp_path) == ["models.py:5 long (41 lines)"]

@@ -9,6 +9,7 @@ import pytest
 
 import run_all
 from fake_course import make_notebook, run_all_command
+from helpers.course import runner
 from helpers.course.utils import PROJECT_ROOT
 
 
@@ -127,7 +128,7 @@ def test_failing_notebook_is_named_with_cell_and_error_and_stops_the_run(course)
     good = nbformat.read(course / "build" / "quick" / "executed" / "01_good.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in good.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "mode is quick" in printed
-    assert (course / "build" / "quick" / "html" / "index.html").exists()
+    assert (course / "build" / "quick" / "html" / "01_good.html").exists()
 
 
 def test_a_fake_course_writes_its_results_beside_its_notebooks_never_into_the_real_artifacts(course):
@@ -155,7 +156,7 @@ def test_clean_for_commit_drops_run_metadata():
         ),
         nbformat.v4.new_code_cell("mode = 'quick'", metadata={"tags": ["injected-parameters"]}),
     ]
-    cleaned = run_all.clean_for_commit(nb)
+    cleaned = runner.clean_for_commit(nb)
     assert "papermill" not in cleaned.metadata and len(cleaned.cells) == 1
     assert cleaned.cells[0].metadata == {}
 
@@ -163,8 +164,8 @@ def test_clean_for_commit_drops_run_metadata():
 def test_committed_notebooks_name_the_course_kernel():
     import nbformat
 
+    from helpers.course.runner import clean_for_commit
     from helpers.course.utils import COURSE_KERNEL, NOTEBOOKS_DIR
-    from run_all import clean_for_commit
 
     for path in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")):
         assert nbformat.read(path, as_version=4).metadata["kernelspec"]["name"] == COURSE_KERNEL["name"], path.name
@@ -185,4 +186,4 @@ def test_reuse_checkpoints_reaches_only_notebooks_that_declare_it(tmp_path):
         executed = tmp_path / "build" / "quick" / "executed"
         assert expected in str(nbformat.read(executed / "01_trains.ipynb", as_version=4).cells[-1].outputs)
         assert "defined: False" in str(nbformat.read(executed / "02_plain.ipynb", as_version=4).cells[-1].outputs)
-    assert run_all.declared_parameters(nbs / "01_trains.ipynb") == trains
+    assert runner.declared_parameters(nbs / "01_trains.ipynb") == trains

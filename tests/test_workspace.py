@@ -153,12 +153,32 @@ def test_scoreboard_lists_every_exercise(workspace):
     assert f"0/{len(load_checks())} exercises passed" in board
 
 
+def teaching_cell(src: ws.Source) -> str:
+    """The markdown cell that ends teaching notebook NN: its exercises and how to start them."""
+    exercises = load_checks()
+    lines = [
+        "## Exercises: write it yourself",
+        "",
+        "Write the pieces of this notebook yourself; the course grades them against its own oracles.",
+        f"`make exercises` creates `exercises/{src.name}.ipynb` (it never overwrites your work);"
+        " write each function, then run the check cell below it.",
+        "",
+    ]
+    lines += [f"- `{ex_id}`: {exercises[ex_id].title}" for ex_id in src.exercises]
+    lines += [
+        "",
+        f"`make check` grades every exercise; the reference solutions are in `solutions/{src.path.name}`"
+        f" (or `make solution EX={src.exercises[0]}`).",
+    ]
+    return "\n".join(lines)
+
+
 def test_each_teaching_notebook_ends_with_its_exercises(sources):
     for src in sources:
         nb = json.loads((ws.PROJECT_ROOT / "notebooks" / f"{src.name}.ipynb").read_text(encoding="utf-8"))
         last = nb["cells"][-1]
         assert last["cell_type"] == "markdown"
-        assert "".join(last["source"]) == ws.teaching_cell(src), f"{src.name}: refresh its Exercises cell"
+        assert "".join(last["source"]) == teaching_cell(src), f"{src.name}: refresh its Exercises cell"
 
 
 @pytest.mark.parametrize("number", ["01", "07"])

@@ -18,10 +18,7 @@ from torch import nn
 
 from grader.core import exercise, matching_mistake, mistake_hint
 from helpers.course.datasets import get_batch
-from helpers.decoding import top_k_filter, top_p_filter
-from helpers.evaluation import clipped_matches
 from helpers.models import GPT, GPTConfig, TinyDecoder
-from helpers.optim import warmup_cosine
 
 F64 = torch.float64
 
@@ -253,7 +250,7 @@ def _warmup_cosine(fn, case):
     ]:
         with case(name) as c:
             got = [_as_float(c, c.call(fn, s, max_lr, warmup, total, min_lr), f"the rate at step {s}") for s in steps]
-            want = [warmup_cosine(s, warmup, total, min_lr / max_lr) * max_lr for s in steps]
+            want = [_schedule(s, max_lr, warmup, total, min_lr) for s in steps]
             bad = [i for i, (a, b) in enumerate(zip(got, want)) if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)]
             if bad:
                 s = steps[bad[0]]
@@ -410,7 +407,7 @@ def _top_k(fn, case):
         with case(name) as c:
             for logits, k in calls:
                 out = c.call(fn, logits.clone(), k)
-                want = top_k_filter(logits, k)
+                want = _top_k_brute(logits, k)
                 kth_small = torch.topk(logits, k, dim=-1, largest=False).values[..., -1:]
                 smallest = logits.masked_fill(logits > kth_small, float("-inf"))
                 mistakes = {
@@ -421,10 +418,39 @@ def _top_k(fn, case):
                     ),
                 }
                 if k > 1:
-                    mistakes["keeping k - 1 tokens (an off-by-one on the k-th largest)"] = top_k_filter(logits, k - 1)
+                    mistakes["keeping k - 1 tokens (an off-by-one on the k-th largest)"] = _top_k_brute(logits, k - 1)
                 if k < logits.shape[-1]:
-                    mistakes["keeping k + 1 tokens (an off-by-one on the k-th largest)"] = top_k_filter(logits, k + 1)
+                    mistakes["keeping k + 1 tokens (an off-by-one on the k-th largest)"] = _top_k_brute(logits, k + 1)
                 _expect_filtered(c, out, want, logits, mistakes)
+
+
+def _top_k_brute(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k by brute force, row by row: keep every logit at least as large as the k-th largest of its row."""
+    rows = logits.reshape(-1, logits.shape[-1])
+    out = torch.full_like(rows, -math.inf)
+    for r, row in enumerate(rows.tolist()):
+        kth = sorted(row, reverse=True)[k - 1]
+        for j, value in enumerate(row):
+            if value >= kth:
+                out[r, j] = value
+    return out.reshape(logits.shape)
+
+
+def _top_p_brute(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Top-p by brute force, row by row: take tokens from the most likely down until their probabilities reach p."""
+    rows = logits.reshape(-1, logits.shape[-1])
+    out = torch.full_like(rows, -math.inf)
+    for r, row in enumerate(rows.tolist()):
+        top = max(row)
+        weights = [math.exp(v - top) for v in row]
+        probs = [w / sum(weights) for w in weights]
+        mass = 0.0
+        for j in sorted(range(len(row)), key=lambda i: -probs[i]):
+            if mass >= p:
+                break
+            out[r, j] = row[j]
+            mass += probs[j]
+    return out.reshape(logits.shape)
 
 
 def _top_p_mistakes(logits: torch.Tensor, p: float) -> dict[str, torch.Tensor]:
@@ -460,7 +486,7 @@ def _top_p(fn, case):
         with case(name) as c:
             for logits, p in calls:
                 out = c.call(fn, logits.clone(), p)
-                _expect_filtered(c, out, top_p_filter(logits, p), logits, _top_p_mistakes(logits, p))
+                _expect_filtered(c, out, _top_p_brute(logits, p), logits, _top_p_mistakes(logits, p))
 
 
 # ---------------------------------------------------------------- 07 generation: a KV cache
@@ -798,7 +824,7 @@ def _clipped_precision(fn, case):
     ]:
         with case(name) as c:
             got = _pair(c, c.call(fn, list(hyp), [list(r) for r in refs], n), "the result")
-            want = clipped_matches(hyp, list(refs), n)
+            want = _clipped(hyp, refs, n)
             if got != want:
                 wrong = {label: _clipped(hyp, refs, n, rule) for rule, label in _CLIP_MISTAKES.items()}
                 c.fail(

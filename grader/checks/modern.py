@@ -1,6 +1,6 @@
 """Checks of the exercises of notebook 11 (exercises): RMSNorm and the Newton-Schulz orthogonalisation of Muon.
 
-RMSNorm is compared with PyTorch's F.rms_norm in float64, Newton-Schulz with helpers.modern.newton_schulz in float64;
+RMSNorm is compared with PyTorch's F.rms_norm in float64, Newton-Schulz with the five steps written out here in float64;
 each comparison names the likely mistake when the learner's output equals what that mistake would give.
 """
 
@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from grader.core import exercise
-from helpers.optim import NS_COEFFICIENTS, newton_schulz
 
 # ---------------------------------------------------------------- 11 RMSNorm
 
@@ -55,8 +54,11 @@ def _rms_norm(fn, case):
 # ---------------------------------------------------------------- 11 Newton-Schulz
 
 
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # (a, b, c) of Muon's quintic p(s) = a s + b s^3 + c s^5 (Jordan 2024)
+
+
 def _ns_variant(G: torch.Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, normalise: bool = True) -> torch.Tensor:
-    """Newton-Schulz with a planted change (float64): other coefficients, another step count, no normalisation."""
+    """Newton-Schulz in float64 (the reference), or with a planted change: other coefficients, steps, no normalising."""
     a, b, c = coefficients
     X = G / G.norm() if normalise else G.clone()
     for _ in range(steps):
@@ -72,7 +74,7 @@ def _newton_schulz(fn, case):
         with case(name) as c:
             G = torch.randn(*shape, generator=torch.Generator().manual_seed(10 + i), dtype=torch.float64)
             out = c.call(fn, G.clone())
-            want = newton_schulz(G, eps=0.0, dtype=torch.float64)  # eps only guards G = 0
+            want = _ns_variant(G)  # the five steps written out in float64
             mistakes = {
                 "leaving out the division by the Frobenius norm (the singular values must start at or below 1)": (
                     _ns_variant(G, normalise=False)

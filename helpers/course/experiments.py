@@ -224,12 +224,6 @@ def run_seeds(cfg: ExperimentConfig, seeds, **kwargs) -> list[ExperimentResult]:
     return [run_experiment(replace(cfg, seed=s), **kwargs) for s in seeds]
 
 
-def summarize(results: list[ExperimentResult], key: str) -> tuple[float, float, float]:
-    """(mean, min, max) of one metric over runs (for example over seeds)."""
-    values = [r.metrics[key] for r in results]
-    return sum(values) / len(values), min(values), max(values)
-
-
 def result_rows(results: list[ExperimentResult], *fields: str) -> list[dict]:
     """One dict per run: the named config fields, the seed and every metric (for a pandas DataFrame)."""
     return [{**{f: getattr(r.config, f) for f in fields}, "seed": r.config.seed, **r.metrics} for r in results]
