@@ -19,7 +19,6 @@ import io
 import math
 import signal
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,11 +48,11 @@ from helpers.course.distributed import (
     wrap,
 )
 from helpers.course.distributed import rng_state as rank_rng_state
-from helpers.course.trainer import Trainer
+from helpers.course.trainer import Hooks, Trainer
 from helpers.models import GPT, GPTConfig
 from helpers.modern import ModernGPT, ModernGPTConfig
 from helpers.tokenizers import CharTokenizer
-from helpers.training import TrainConfig, lm_loss, train_step
+from helpers.training import TrainConfig, lm_loss
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_STATE = ROOT / "artifacts" / "checkpoints" / "train_gpt_train_state.pt"  # *_train_state.pt is git-ignored
@@ -259,43 +258,22 @@ def _loss_of_global_batch(model: nn.Module, batch: tuple[torch.Tensor, torch.Ten
     return with_global_value(lm_loss(model, batch))
 
 
-def _eval_line(row: dict, max_steps: int) -> str:
-    """One line of the log at an evaluation."""
-    train = f"{row['train_loss']:.4f}" if math.isfinite(row["train_loss"]) else "-"  # none before the first step
-    return (
-        f"step {row['step']:>5}/{max_steps} | train {train:>6} | val {row['val_loss']:.4f} "
-        f"| lr {row['lr']:.1e} | {row['train_seconds']:.1f} s training"
-    )
-
-
-def fit(trainer: Trainer, step_model: nn.Module, state: StateFile, steps: int | None, say) -> None:
-    """Train to max_steps (or `steps` more, or the time limit); validate on rank 0, save on schedule and at the end.
+def fit(trainer: Trainer, step_model: nn.Module, state: StateFile, steps: int | None) -> None:
+    """Train to max_steps (or `steps` more, or the time limit) with Trainer.run; validate on rank 0, save on schedule.
 
     step_model is the Trainer's model, inside DDP when there are several processes. Every rank runs the same steps
     and takes the same decisions (the loss comes from all ranks, the time limit from rank 0), so the collectives of
     a step, the saves and the stop line up.
     """
-    cfg = trainer.cfg
-    stop = cfg.max_steps if steps is None else min(cfg.max_steps, trainer.step + steps)
-    if trainer.step == 0 and not trainer.log and is_main():
-        say(_eval_line(trainer.validate(), cfg.max_steps))
-    while trainer.step < stop:
-        tic = time.perf_counter()
-        batch = shard_batch(trainer.next_batch())  # the same global batch (B, T) on every rank -> (B/N, T)
-        loss = train_step(step_model, [batch], _loss_of_global_batch, trainer.optimizer, trainer.scheduler, cfg)
-        trainer.train_seconds += time.perf_counter() - tic
-        trainer.step += 1
-        trainer.losses.append(loss)  # the global batch's loss, the same on every rank
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss} at step {trainer.step} (try a lower --lr)")
-        out_of_time = cfg.time_limit is not None and main_decides(trainer.train_seconds >= cfg.time_limit)
-        evaluate = trainer.step % cfg.eval_interval == 0 or trainer.step == cfg.max_steps or out_of_time
-        if evaluate and is_main():
-            say(_eval_line(trainer.validate(), cfg.max_steps))
-        if evaluate or trainer.step == stop:
-            state.save(trainer)
-        if out_of_time:
-            break
+    hooks = Hooks(
+        step_model=step_model,
+        loss_fn=_loss_of_global_batch,
+        batch=shard_batch,  # the same global batch (B, T) on every rank -> (B/N, T)
+        decide=main_decides,
+        validates=is_main(),
+        save=state.save,
+    )
+    trainer.run(steps, hooks=hooks)
 
 
 def start_trainer(job: Job, device: torch.device) -> Trainer:
@@ -398,7 +376,7 @@ def run_training(args: argparse.Namespace, state: StateFile) -> int:
     trainer = start_trainer(job, device)
     say(describe(job, trainer, device, backend, args.checkpoint))
     try:
-        fit(trainer, wrap(trainer.model), state, args.steps, say)
+        fit(trainer, wrap(trainer.model), state, args.steps)
     except FloatingPointError as err:
         say(f"error: {err}; {state.kept()}", file=sys.stderr)
         return 1

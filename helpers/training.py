@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.decoding import model_device
 from helpers.optim import make_adamw, make_scheduler
 from helpers.tokenizers import PAD_ID
 
@@ -123,7 +124,7 @@ def train_step(
     A loss that is NaN or infinite is returned at once, without a step, so it cannot damage the weights.
     """
     model.train()
-    device = next(model.parameters()).device  # autocast needs the device type
+    device = model_device(model)  # autocast needs the device type
     total = 0.0
     for batch in micro_batches:
         with autocast(device, enabled=cfg.amp):

@@ -17,7 +17,7 @@ from torch import nn
 from helpers.attention import causal_mask, scaled_dot_product_attention
 from helpers.attention_variants import blockwise_attention, linear_attention
 from helpers.course.measure import peak_memory_bytes, time_fn
-from helpers.decoding import generate
+from helpers.decoding import generate, model_device
 from helpers.training import autocast
 
 ATTENTION_METHODS = ("naive", "sdpa", "linear")  # from-scratch softmax, PyTorch's fused kernel, linear attention
@@ -177,7 +177,7 @@ def time_generation(
     model: nn.Module, idx: torch.Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 3
 ) -> dict:
     """Time greedy generation of max_new_tokens tokens; return the median seconds and tokens per second."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     generate(model, idx[:, :2], 2, greedy=True, use_cache=use_cache)  # a short warm-up, then full-length repeats
     timing = time_fn(
         lambda: generate(model, idx, max_new_tokens, greedy=True, use_cache=use_cache),

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from helpers.course.checkpoints import save_checkpoint
 from helpers.course.utils import get_device
+from helpers.decoding import model_device
 
 BACKENDS = ("gloo", "nccl")  # gloo: CPU tensors (and CUDA ones, slowly); nccl: CUDA tensors only
 
@@ -139,7 +140,7 @@ def wrap(model: nn.Module) -> nn.Module:
     """
     if not dist.is_initialized():
         return model
-    device = next(model.parameters()).device
+    device = model_device(model)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -13,6 +13,7 @@ from helpers.attention import causal_mask
 from helpers.course.datasets import get_batch
 from helpers.course.speedups import use_speedups
 from helpers.course.utils import set_seed
+from helpers.decoding import model_device
 from helpers.layers import Encoder, TransformerConfig
 from helpers.positional import ATTENTION_POSITIONAL_ENCODINGS, make_positional
 from helpers.training import IGNORE, TrainConfig, token_loss, train
@@ -140,7 +141,7 @@ def layerwise_lr_groups(model: ToyEncoder, lr: float, decay: float) -> list[dict
 @torch.no_grad()
 def task_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Loss, per-token accuracy and whole-sequence accuracy of a model on (x, y), moved to the model's device."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     x, y = x.to(device), y.to(device)
     was_training = model.training
     model.eval()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +26,27 @@ from helpers.optim import make_adamw, make_scheduler
 from helpers.training import TrainConfig, lm_loss, train_step
 
 _BUDGET_REFITS = 3  # time_budget: fits after the first one, at 1/4, 1/2 and 3/4 of the way
+
+
+@dataclass
+class Hooks:
+    """What a caller changes in Trainer.run: train_gpt.py shards each batch over processes and decides on rank 0."""
+
+    step_model: nn.Module | None = None  # the module the steps run through (DDP around the model); None: the model
+    loss_fn: Callable = lm_loss  # loss_fn(step_model, batch)
+    batch: Callable = field(default=lambda batch: batch)  # a global batch -> this process's share of it
+    decide: Callable = field(default=lambda flag: flag)  # one decision for every process (rank 0's)
+    validates: bool = True  # this process validates and prints (rank 0 only, under torchrun)
+    save: Callable | None = None  # save(trainer) at each evaluation and when the run stops
+
+
+def format_eval(row: dict, max_steps: int) -> str:
+    """The one log line of an evaluation (Trainer.run, train_gpt.py)."""
+    train = f"{row['train_loss']:.4f}" if math.isfinite(row["train_loss"]) else "-"  # none before the first step
+    return (
+        f"step {row['step']:>5}/{max_steps} | {row['train_seconds']:7.1f} s | lr {row['lr']:.2e} | "
+        f"train {train:>6} | val {row['val_loss']:.4f} ± {row['val_se']:.4f}"
+    )
 
 
 class Trainer:
@@ -72,10 +94,12 @@ class Trainer:
         x, y = get_batch(self.train_data, self.cfg.batch_size, self.block_size, self.generator)
         return x.to(self.device), y.to(self.device)
 
-    def train_step(self) -> float:
+    def train_step(self, hooks: Hooks | None = None) -> float:
         """One optimiser step over grad_accum micro-batches (helpers.training.train_step); return the mean loss."""
-        batches = [self.next_batch() for _ in range(self.cfg.grad_accum)]
-        loss = train_step(self._forward, batches, lm_loss, self.optimizer, self.scheduler, self.cfg)
+        hooks = hooks or Hooks()
+        batches = [hooks.batch(self.next_batch()) for _ in range(self.cfg.grad_accum)]
+        model = hooks.step_model or self._forward
+        loss = train_step(model, batches, hooks.loss_fn, self.optimizer, self.scheduler, self.cfg)
         self.step += 1
         self.losses.append(loss)
         return loss
@@ -107,18 +131,20 @@ class Trainer:
         checkpoint_path: Path | str | None = None,
         checkpoint_every: int = 0,
         on_eval=None,
+        hooks: Hooks | None = None,
     ) -> list[dict]:
         """Train until max_steps (or `steps` more steps, or the time limit); validate on schedule; return the log.
 
         One line is printed per evaluation; on_eval(trainer, row) is called after each. Every checkpoint_every
-        steps the training state is written to checkpoint_path.
+        steps the training state is written to checkpoint_path. hooks: see Hooks (the defaults train one process).
         """
+        hooks = hooks or Hooks()
         stop = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, self.step + steps)
-        if self.step == 0 and not self.log:
+        if self.step == 0 and not self.log and hooks.validates:
             self._report(self.validate(), on_eval)
         while self.step < stop:
             t0 = time.perf_counter()
-            loss = self.train_step()
+            loss = self.train_step(hooks)
             self.train_seconds += time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -127,17 +153,24 @@ class Trainer:
                 )
             self._fit_to_budget()
             stop = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, stop)
-            out_of_time = self.cfg.time_limit is not None and self.train_seconds >= self.cfg.time_limit
-            mark = bool(self._pending_marks) and self.train_seconds >= self._pending_marks[0]
-            while self._pending_marks and self.train_seconds >= self._pending_marks[0]:
-                self._pending_marks.pop(0)
-            if mark or self.step % self.cfg.eval_interval == 0 or self.step == self.cfg.max_steps or out_of_time:
+            out_of_time = hooks.decide(self.cfg.time_limit is not None and self.train_seconds >= self.cfg.time_limit)
+            evaluate = self._evaluation_due(hooks) or out_of_time
+            if evaluate and hooks.validates:
                 self._report(self.validate(), on_eval)
+            if hooks.save is not None and (evaluate or self.step == stop):
+                hooks.save(self)
             if checkpoint_path is not None and checkpoint_every and self.step % checkpoint_every == 0:
                 self.save(checkpoint_path)
             if out_of_time:
                 break
         return self.log
+
+    def _evaluation_due(self, hooks: Hooks) -> bool:
+        """The one rule for validating: every eval_interval steps, at max_steps, and once past each eval_at_seconds."""
+        mark = bool(self._pending_marks) and self.train_seconds >= self._pending_marks[0]
+        while self._pending_marks and self.train_seconds >= self._pending_marks[0]:
+            self._pending_marks.pop(0)
+        return hooks.decide(mark) or self.step % self.cfg.eval_interval == 0 or self.step == self.cfg.max_steps
 
     def _fit_to_budget(self) -> None:
         """Set max_steps so that the cosine decay ends when time_budget is spent; fit again 3 times on the way.
@@ -181,10 +214,7 @@ class Trainer:
 
     def _report(self, row: dict, on_eval) -> None:
         """Print one line per evaluation and call the user's hook."""
-        print(
-            f"step {row['step']:>5} | {row['train_seconds']:7.1f} s | lr {row['lr']:.2e} | "
-            f"train {row['train_loss']:.4f} | val {row['val_loss']:.4f} ± {row['val_se']:.4f}"
-        )
+        print(format_eval(row, self.cfg.max_steps), flush=True)
         if on_eval is not None:
             on_eval(self, row)
 

@@ -26,7 +26,7 @@ from helpers.course.datasets import Example, TranslationData, pad_batch
 from helpers.course.scoring import cooccurrence_dictionary, sacrebleu_scores
 from helpers.course.speedups import use_speedups
 from helpers.course.utils import PROJECT_ROOT
-from helpers.decoding import beam_search, greedy_decode, strip_after_eos
+from helpers.decoding import beam_search, greedy_decode, model_device, strip_after_eos
 from helpers.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, Vocab, normalize
 from helpers.training import TrainConfig, train
 
@@ -198,7 +198,7 @@ class Translator:
     @property
     def device(self) -> torch.device:
         """The device of the model's weights; batches are moved there."""
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
 
 def subword_text(text: str, lowercase: bool) -> str:
