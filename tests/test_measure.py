@@ -61,14 +61,32 @@ def test_peak_memory_counts_live_bytes_not_total_allocations():
         return b, c
 
     assert peak_memory_bytes(two_then_one) == 8 * 2**20
-    assert peak_from_events([(0, 10), (1, 30), (2, -10), (3, 5), (4, -35)]) == 40
+    assert peak_from_events([(0, 10, 1), (1, 30, 2), (2, -10, 1), (3, 5, 3), (4, -35, 2)]) == 40
     assert peak_from_events([]) == 0
+    # a block allocated before the profile (address 9) is freed first: the call's own peak is still 30 + 5
+    assert peak_from_events([(0, -50, 9), (1, 30, 2), (2, 5, 3), (3, -30, 2)]) == 35
+
+
+def test_peak_memory_does_not_depend_on_what_the_previous_call_left_behind():
+    """A training step frees the previous step's gradients before it makes its own: the peak must not dip below zero."""
+    weight = torch.randn(512, 256, requires_grad=True)  # 0.5 MiB of weights, 0.5 MiB of gradient
+
+    def step():
+        weight.grad = None  # frees the gradient the previous call left (allocated before the profile)
+        (weight * 2).sum().backward()  # a 0.5 MiB product (freed before backward), then the 0.5 MiB gradient
+
+    step()  # the first gradient now exists
+    first = peak_memory_bytes(step)
+    again = peak_memory_bytes(step)
+    weight.grad = None
+    fresh = peak_memory_bytes(step)  # nothing to free first
+    assert first == again == fresh >= 2**19  # 0.5 MiB at a time, whatever came before (it measured 20 bytes)
 
 
 def test_a_memory_profile_that_recorded_nothing_is_taken_again(monkeypatch):
     import helpers.course.measure as measure
 
-    records = iter([[], [], [(0, 100), (1, 50), (2, -150)]])  # two empty profiles, then a real one
+    records = iter([[], [], [(0, 100, 1), (1, 50, 2), (2, -100, 1), (3, -50, 2)]])  # two empty profiles, a real one
     monkeypatch.setattr(measure, "_profile", lambda fn, profile_memory: None)
     monkeypatch.setattr(measure, "allocation_events", lambda prof: next(records))
     assert measure.peak_memory_bytes(lambda: None) == 150

@@ -12,7 +12,6 @@ Memory on CUDA: the caching allocator's own counters, torch.cuda.max_memory_allo
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import statistics
 import sys
@@ -92,22 +91,34 @@ def _profile(fn, profile_memory: bool):
     return prof
 
 
-def allocation_events(prof) -> list[tuple[int, int]]:
-    """(time_ns, bytes) of every allocation (+) and free (-) a memory profile recorded, in time order."""
+def allocation_events(prof) -> list[tuple[int, int, int]]:
+    """(time_ns, bytes, address) of every allocation (+) and free (-) a memory profile recorded, in time order."""
     from torch._C._profiler import _EventType
 
     events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
         node = stack.pop()
         if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
-            events.append((node.start_time_ns, node.extra_fields.alloc_size))
+            events.append((node.start_time_ns, node.extra_fields.alloc_size, node.extra_fields.ptr))
         stack.extend(node.children)
     return sorted(events)
 
 
-def peak_from_events(events: list[tuple[int, int]]) -> int:
-    """Largest running total of allocation sizes (0 if nothing was allocated)."""
-    return max(itertools.accumulate(size for _, size in events), default=0) if events else 0
+def peak_from_events(events: list[tuple[int, int, int]]) -> int:
+    """Largest running total of the blocks allocated during the profile (0 if nothing was allocated).
+
+    A free of a block allocated before the profile started (the previous call's gradients, say) is left out: counting
+    it would start the total below zero and make the peak depend on what the previous call left behind.
+    """
+    total, peak, live = 0, 0, {}
+    for _, size, address in events:
+        if size > 0:
+            live[address] = size
+            total += size
+        elif address in live:
+            total -= live.pop(address)
+        peak = max(peak, total)
+    return peak
 
 
 PROFILE_TRIES = 3  # CPU memory profiles of one call, at most, until one records allocations
@@ -130,7 +141,7 @@ def peak_memory_bytes(fn, device="cpu") -> int:
     for _ in range(PROFILE_TRIES):
         events = allocation_events(_profile(fn, profile_memory=True))
         if events:
-            return max(0, peak_from_events(events))
+            return peak_from_events(events)
     return 0
 
 
