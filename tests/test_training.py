@@ -2,6 +2,7 @@
 
 import csv
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -164,3 +165,29 @@ def test_copy_task_is_learned_quickly():
     assert history["steps"] == 250 and history["loss"][-1] < history["loss"][0] / 4
     src, tgt = synthetic_batch("copy", 100, 8, 2, 6, torch.Generator().manual_seed(1))
     assert sequence_accuracy(greedy_decode(model, src, 8), tgt) >= 0.9
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_line_and_trains_the_same(data, monkeypatch, capsys):
+    import helpers.course.trainer as trainer_module
+
+    class NoCompiler(torch.nn.Module):  # what torch.compile gives: a module that compiles at its first call
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("Compiler: cc is not found\nmore lines of the compiler's log")
+
+    cfg = TrainConfig(max_steps=6, batch_size=2, lr=1e-3, warmup_steps=2, eval_interval=100, eval_windows=2)
+    torch.manual_seed(0)
+    eager = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, cfg, block_size=32)
+    eager.run()
+    monkeypatch.setattr(trainer_module.torch, "compile", NoCompiler)
+    torch.manual_seed(0)
+    fallback = Trainer(tiny_model(data.tokenizer.vocab_size), data.train, data.val, replace(cfg, compile=True), 32)
+    fallback.run()
+    out = capsys.readouterr().out
+    assert "torch.compile failed (RuntimeError: Compiler: cc is not found); training in eager mode\n" in out
+    assert "more lines" not in out  # one line, not the compiler's log
+    assert fallback.compiled is False and eager.compiled is None
+    assert fallback.losses == eager.losses  # the failed attempt took no step and drew no extra batch

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from helpers.course.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
+from helpers.course.checkpoints import first_line, load_checkpoint, make_checkpoint, save_checkpoint
 from helpers.course.datasets import get_batch
 from helpers.course.scoring import evaluate_lm
 from helpers.course.speedups import use_speedups
@@ -83,6 +83,7 @@ class Trainer:
         self._pending_marks = sorted(cfg.eval_at_seconds)
         self._budget_fit: dict | None = None  # time_budget bookkeeping (see _fit_to_budget)
         self._forward = torch.compile(model) if cfg.compile else model
+        self.compiled: bool | None = None  # with cfg.compile: True once a compiled step ran, False after a fallback
 
     @property
     def device(self) -> torch.device:
@@ -99,7 +100,17 @@ class Trainer:
         hooks = hooks or Hooks()
         batches = [hooks.batch(self.next_batch()) for _ in range(self.cfg.grad_accum)]
         model = hooks.step_model or self._forward
-        loss = train_step(model, batches, hooks.loss_fn, self.optimizer, self.scheduler, self.cfg)
+        try:
+            loss = train_step(model, batches, hooks.loss_fn, self.optimizer, self.scheduler, self.cfg)
+        except Exception as err:  # compilation happens at the first call: no C++ compiler, no Triton, ...
+            if model is not self._forward or not self.cfg.compile or self.compiled is not None:
+                raise
+            self._forward, self.compiled = self.model, False
+            print(f"torch.compile failed ({first_line(err)[:150]}); training in eager mode")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = train_step(self.model, batches, hooks.loss_fn, self.optimizer, self.scheduler, self.cfg)
+        if self.cfg.compile and self.compiled is None:
+            self.compiled = True
         self.step += 1
         self.losses.append(loss)
         return loss
@@ -272,6 +283,7 @@ class Trainer:
                 "steps": self.step,
                 "train_seconds": self.train_seconds,
                 "eval_seconds": self.eval_seconds,
+                "compiled": self.compiled,  # None: not asked for; False: torch.compile failed and eager mode ran
                 "log": self.log,
             }
             atomic_write_text(json_path, json.dumps(summary, indent=2) + "\n")
