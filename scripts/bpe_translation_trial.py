@@ -22,6 +22,7 @@ import torch
 
 from helpers.bpe import BPETokenizer
 from helpers.course.datasets import data_file, load_pairs, prepare_data, training_pairs
+from helpers.course.runs import describe_device
 from helpers.course.scoring import sacrebleu_scores
 from helpers.course.translator import SubwordTranslator, fit_translator, subword_text
 from helpers.course.utils import PROJECT_ROOT, atomic_write_text, set_seed
@@ -85,6 +86,7 @@ def main() -> None:
         "sizes": [len(bpe_src), len(bpe_tgt)],
         "drop": args.drop,
         "seed": args.seed,
+        "provenance": describe_device(torch.device("cpu")),  # commit, machine, torch version, command
         "steps": history["steps"],
         "train_seconds": round(history["train_seconds"], 1),
         "valid_bleu_greedy_by_weights": {k: round(v, 2) for k, v in history["weight_choice"].items()},

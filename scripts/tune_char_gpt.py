@@ -5,7 +5,7 @@
 It starts from the defaults of GPTConfig and TrainConfig (not from notebook 06's settings), with the speed-ups of
 06's full run switched on (amp, flush_denormal, fast_dropout), evaluations once a minute, and the JSON overrides.
 Optional keys: "modern" (switches of helpers.modern.ModernGPTConfig, e.g. {"norm": "rmsnorm"}, or "all" for every
-post-2019 change), "muon" (keyword arguments of helpers.modern.make_muon_adamw: Muon for the block matrices,
+post-2019 change), "muon" (keyword arguments of helpers.optim.make_muon_adamw: Muon for the block matrices,
 AdamW for the rest) and "threads" (PyTorch CPU threads).
 The logs in artifacts/tuning/ are the runs that chose notebook 06's full settings (see its README.md).
 """
@@ -17,7 +17,7 @@ import time
 import torch
 
 from helpers.course.datasets import load_dataset
-from helpers.course.runs import build_char_gpt
+from helpers.course.runs import build_char_gpt, describe_device
 from helpers.course.trainer import Trainer
 from helpers.optim import make_muon_adamw
 from helpers.training import TrainConfig
@@ -30,6 +30,7 @@ ds = load_dataset()
 model = build_char_gpt(spec["model"], ds.tokenizer.vocab_size, spec.get("modern"), seed)
 optimizer = make_muon_adamw(model, **spec["muon"]) if "muon" in spec else None
 print(f"params {model.num_params():,}", flush=True)
+print("provenance", json.dumps(describe_device(torch.device("cpu"))), flush=True)  # commit, machine, torch, command
 cfg = TrainConfig(
     amp=True,
     flush_denormal=True,

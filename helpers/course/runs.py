@@ -6,26 +6,54 @@ are never mixed.
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from helpers.course.datasets import CharDataset
 from helpers.course.trainer import Trainer
+from helpers.course.utils import PROJECT_ROOT
 from helpers.models import GPT, GPTConfig
 from helpers.modern import ModernGPT, ModernGPTConfig
 from helpers.optim import make_muon_adamw
 from helpers.training import TrainConfig
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the operating system reports it ("" where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def source_commit() -> dict:
+    """The commit of the course's code that ran, and whether the working tree differed from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30).stdout
+
+    try:
+        return {"commit": git("rev-parse", "HEAD").strip() or None, "dirty": bool(git("status", "--porcelain", "-uno"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}  # not a git checkout, or no git
+
+
 def describe_device(device: torch.device) -> dict:
-    """What ran the numbers: device name, PyTorch (and CUDA) version, CPU threads."""
-    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    """What ran the numbers: device name, CPU model and threads, PyTorch (and CUDA) version, commit and command."""
+    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model()}
     if device.type == "cuda":
         info.update(name=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     else:
         info.update(name=device.type)
-    return info
+    return {**info, **source_commit(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 
 
 def build_char_gpt(sizes: dict, vocab_size: int, switches: dict | str | None = None, seed: int = 0) -> GPT:
