@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from helpers.course.checkpoints import load_checkpoint, model_checkpoint, save_checkpoint
+from helpers.course.checkpoints import first_line, load_checkpoint, model_checkpoint, save_checkpoint
 from helpers.course.data import DataUnavailableError, sha256_of
 from helpers.course.datasets import load_text, split_data
 from helpers.course.distributed import (
@@ -206,6 +206,13 @@ def prepare(args: argparse.Namespace) -> Job:
         raise UsageError("--resume and --overwrite contradict each other")
     if args.checkpoint.is_dir():
         raise UsageError(f"--checkpoint {args.checkpoint} is a directory; name a file")
+    if args.export is not None and (args.export.is_dir() or not args.export.parent.is_dir()):
+        problem = (
+            "a directory; name a file"
+            if args.export.is_dir()
+            else f"in a folder that does not exist ({args.export.parent})"
+        )
+        raise UsageError(f"--export {args.export} is {problem}")  # checked now, not after the training
     saved = load_saved(args.checkpoint) if args.resume else None
     if saved is None and args.checkpoint.exists() and not args.overwrite:
         raise UsageError(f"{args.checkpoint} exists: pass --resume to continue that run or --overwrite to replace it")
@@ -349,7 +356,13 @@ def main(argv=None) -> int:
         return run_training(args, state)
     except (KeyboardInterrupt, RuntimeError) as err:
         if isinstance(err, RuntimeError) and _signal is None:
-            raise  # a real failure, not a collective that an interruption broke
+            if not (dist.is_initialized() and world_size() > 1):
+                raise  # a real failure, not a collective that an interruption or another process broke
+            # another rank died (its own error is above): a collective failed here; say so in one line
+            print(
+                f"error: another process of this run stopped ({first_line(err)[:160]}); {state.kept()}", file=sys.stderr
+            )
+            return 1
         if is_main():
             print(f"interrupted ({_signal or 'SIGINT'}): {state.kept()}", file=sys.stderr)
         return 143 if _signal == "SIGTERM" else 130

@@ -44,6 +44,8 @@ correct, seen = train_gpt.shard_batch, []
 def shard(batch):
     if PLANT == "full":  # every rank trains on the whole global batch
         local = batch
+    elif PLANT == "die" and RANK == 1 and len(seen) == 12:  # rank 1 dies in the middle of the run
+        os._exit(3)
     elif PLANT == "overlap":  # B/2 rows per rank, but starting B/4 rows apart: rows shared, the last rows unused
         b = len(batch[0]) // 2
         local = tuple(t[RANK * b // 2 : RANK * b // 2 + b] for t in batch)
@@ -227,6 +229,12 @@ def test_cli_option_errors(text, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_gpt.main([*base, "--lr", "-1"])
     assert exit_info.value.code == 2 and "argument --lr: must be a number > 0" in capsys.readouterr().err
+    fresh = [*TINY, "--data", str(text), "--checkpoint", str(tmp_path / "other.pt")]
+    assert train_gpt.main([*fresh, "--export", str(tmp_path)]) == 2  # refused before any training step
+    assert capsys.readouterr().err == f"error: --export {tmp_path} is a directory; name a file\n"
+    assert train_gpt.main([*fresh, "--export", str(tmp_path / "no" / "model.pt")]) == 2
+    assert "in a folder that does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "other.pt").exists()
 
 
 def test_cli_error_has_no_traceback(tmp_path):
@@ -265,3 +273,23 @@ def test_sigterm_keeps_the_last_checkpoint(text, tmp_path):
     assert state["meta"]["step"] % 20 == 0 and state["meta"]["step"] >= 20
     assert f"{path} keeps step {state['meta']['step']}" in err
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_when_one_process_dies_the_others_say_so_in_one_line(text, tmp_path):
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER.format(plant="die", out=str(tmp_path)), encoding="utf-8")
+    path = tmp_path / "state.pt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher)]
+    done = subprocess.run(
+        [*command, *TINY, "--max-steps", "20", "--eval-interval", "5", "--data", str(text), "--checkpoint", str(path)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    lines = [line for line in output.splitlines() if "another process of this run stopped" in line]
+    assert len(lines) == 1 and f"{path} keeps step 10 (--resume continues it)" in lines[0], output
+    assert 'train_gpt.py", line' not in output  # no traceback through the course's code

@@ -152,12 +152,12 @@ def test_each_tool_names_the_kind_of_the_other_tools_checkpoint(cli_files):
     _assert_clean_error(
         res,
         "artifacts/checkpoints/translation.pt is a translation checkpoint (from notebook 08), "
-        "not a char-GPT checkpoint (from notebook 06)",
+        "not a char-GPT checkpoint (from notebook 06 or 11, or train_gpt.py --export)",
     )
     res = _run_tool("translate.py", "--checkpoint", cli_files["gpt"], "I am cold.")
     _assert_clean_error(
         res,
-        f"{cli_files['gpt']} is a char-GPT checkpoint (from notebook 06), "
+        f"{cli_files['gpt']} is a char-GPT checkpoint (from notebook 06 or 11, or train_gpt.py --export), "
         f"not a translation checkpoint (from notebook 08)",
     )
 

@@ -27,7 +27,7 @@ from helpers.tokenizers import CharTokenizer
 
 LAYOUT = ("kind", "model", "config", "tokenizer", "meta")
 CHECKPOINT_KINDS = {
-    "char-gpt": "a char-GPT checkpoint (from notebook 06)",
+    "char-gpt": "a char-GPT checkpoint (from notebook 06 or 11, or train_gpt.py --export)",
     "translation": "a translation checkpoint (from notebook 08)",
     "training-state": "a training-state checkpoint (Trainer.save, for resuming training)",
 }
