@@ -8,6 +8,7 @@
 #   make check-solutions           grade the reference solutions (solutions/) the same way
 #   make reset-exercise EX=02      restore one exercise notebook (yours is kept in exercises/backup/)
 #   make solution EX=02.sdpa       print the reference solution of one exercise
+# Maintainers: make reproduce NB="06 10"  re-run notebooks and compare every non-timing metric with the committed one
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ STAMP := $(VENV)/.installed
 DATA_MIRROR ?= ../shared/data
 ARGS ?=
 
-.PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution site site-check
+.PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution site site-check reproduce
 
 # CPU-only PyTorch on Linux (PyPI's Linux wheel also pulls several GB of NVIDIA CUDA libraries):
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -88,3 +89,6 @@ site: $(STAMP)
 
 site-check: $(STAMP)
 	@$(PY) website/check_site.py
+
+reproduce: setup
+	$(PY) scripts/reproduce.py $(NB)
