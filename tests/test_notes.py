@@ -35,6 +35,7 @@ SCALE = {"%": 0.01, "×": 1.0, "x": 1.0, " million": 1e6, "": 1.0}
 NOTES = sorted((PROJECT_ROOT / "notes").glob("*.md"))
 DOCS = NOTES + [PROJECT_ROOT / "README.md"]
 BLOG = PROJECT_ROOT / "notes" / "blog-post.md"
+README = PROJECT_ROOT / "README.md"
 
 
 def metrics():
@@ -170,3 +171,23 @@ def test_blog_code_is_trimmed_from_helpers_attention():
         if not ok:
             stale.append(line.strip())
     assert not stale, f"lines of the blog's code not found in helpers/attention.py: {stale}"
+
+
+def _rounded_time(seconds: float) -> str:
+    """How the README's notebook table writes a run time: seconds under 100 s, else minutes with one decimal."""
+    return f"{seconds:.0f} s" if seconds < 99.5 else f"{seconds / 60:.1f} min"
+
+
+def test_the_notebook_table_times_are_the_recorded_run_times():
+    known = metrics()
+    rows = re.findall(r"^\| (\d\d) \| \[.*\| ([0-9.]+ (?:s|min)) \|$", README.read_text(), flags=re.M)
+    assert len(rows) == len(list((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+    wrong = [(nb, shown) for nb, shown in rows if shown != _rounded_time(known[f"run_all.seconds_{nb}"]["value"])]
+    assert not wrong, f"README notebook table times that differ from run_all.seconds_NN: {wrong}"
+
+
+def test_the_readme_counts_the_exercises_there_are():
+    from grader.core import load_checks
+
+    counts = re.findall(r"exercises \((\d+) in all\)", README.read_text())
+    assert counts == [str(len(load_checks()))]
