@@ -15,8 +15,10 @@ d_model = 64  # width of token and position vectors
 # ## The sinusoidal encoding
 #
 # Pairs of dimensions $(2i, 2i+1)$ hold a sine and a cosine of one frequency:
+#
 # $$PE_{pos,\,2i} = \sin\!\left(\frac{pos}{10000^{2i/d}}\right), \qquad
 # PE_{pos,\,2i+1} = \cos\!\left(\frac{pos}{10000^{2i/d}}\right).$$
+#
 # Return the (seq_len, d_model) table for positions 0 to seq_len - 1.
 # Each frequency needs a sine and a cosine, so an odd `d_model` has no table: raise a `ValueError` that says so.
 

@@ -78,3 +78,45 @@ def test_results_are_grouped_by_notebook():
     assert page.index("## 01_a") < page.index("## 02_b")
     assert "| `b.x` | 2 |\n| `b.z` | 3 |" in page
     assert page.startswith("# Results\nWritten by run_all.")
+
+
+def display_math_inside_paragraphs(text: str) -> list[str]:
+    """Display formulas ($$ ... $$, on one or more lines) that do not stand in a paragraph of their own.
+
+    JupyterLab renders them, but MyST (the site) reads a $$ inside a paragraph as inline math between two stray $.
+    """
+    lines, bad, i = text.split("\n"), [], 0
+    while i < len(lines):
+        if lines[i].strip().startswith("$$"):
+            end = i
+            while end < len(lines) and not (
+                lines[end].strip().endswith("$$") and (end > i or len(lines[i].strip()) > 2)
+            ):
+                end += 1
+            before = lines[i - 1].strip() if i > 0 else ""
+            after = lines[end + 1].strip() if end + 1 < len(lines) else ""
+            if before or after:
+                bad.append(lines[i].strip()[:60])
+            i = end + 1
+        else:
+            i += 1
+    return bad
+
+
+def test_every_display_formula_is_a_paragraph_of_its_own():
+    found = {}
+    for path in sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "markdown" and display_math_inside_paragraphs(cell.source):
+                found.setdefault(path.name, []).extend(display_math_inside_paragraphs(cell.source))
+    for path in sorted((PROJECT_ROOT / "solutions").glob("[0-9][0-9]_*.py")):
+        markdown = "\n".join(line[2:] if line.startswith("# ") else "" for line in path.read_text().splitlines())
+        if display_math_inside_paragraphs(markdown):
+            found[path.name] = display_math_inside_paragraphs(markdown)
+    assert not found, f"display math inside a paragraph (MyST shows stray $): {found}"
+
+
+def test_a_planted_formula_inside_a_paragraph_is_found():
+    assert display_math_inside_paragraphs("Text:\n$$x = 1$$\nmore text") == ["$$x = 1$$"]
+    assert display_math_inside_paragraphs("Text:\n$$a\nb$$\nmore") == ["$$a"]
+    assert display_math_inside_paragraphs("Text:\n\n$$x = 1$$\n\nmore text") == []
