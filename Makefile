@@ -4,7 +4,8 @@
 # The website: make site (build/site/index.html), make site-check (headless Chromium over every page)
 # Learn by building (exercises/ is yours: never overwritten, ignored by git):
 #   make exercises                 create the exercise notebooks that are missing in exercises/
-#   make check                     grade every exercise in exercises/ and print a scoreboard
+#   make check                     grade every exercise in exercises/ (each notebook in a fresh process, LIMIT=90 s
+#                                  per cell and per check) and print the scoreboard as it goes
 #   make check-solutions           grade the reference solutions (solutions/) the same way
 #   make reset-exercise EX=02      restore one exercise notebook (yours is kept in exercises/backup/)
 #   make solution EX=02.sdpa       print the reference solution of one exercise
@@ -16,6 +17,7 @@ STAMP := $(VENV)/.installed
 # A folder holding local copies of the data sets (copied into data/ when it exists; otherwise loaders download).
 DATA_MIRROR ?= ../shared/data
 ARGS ?=
+LIMIT ?= 90
 
 .PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution site site-check reproduce
 
@@ -67,7 +69,7 @@ exercises: setup
 	@$(PY) -m grader.workspace create
 
 check: $(STAMP)
-	@$(PY) -m grader.workspace check
+	@COURSE_EXERCISE_SECONDS=$(LIMIT) $(PY) -m grader.workspace check
 
 check-solutions: $(STAMP)
 	@$(PY) -m grader.workspace check-solutions

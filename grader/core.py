@@ -340,6 +340,8 @@ class _CaseScope:
         if exc_type is None:
             report.cases.append(CaseResult(self.case.name, True))
             return False
+        if not issubclass(exc_type, Exception):
+            return False  # Ctrl-C, a time limit (grader.workspace.OutOfTime): not the case's failure, stop the check
         if issubclass(exc_type, NotWritten):
             self.cases.not_written = str(exc)
             report.cases.append(CaseResult(self.case.name, False, "not written yet", str(exc)))

@@ -24,7 +24,7 @@ import re
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from grader.core import CaseResult, Report, grade, load_checks
@@ -275,6 +275,43 @@ class Graded:
     report: Report
 
 
+EXERCISE_SECONDS = float(os.environ.get("COURSE_EXERCISE_SECONDS", "90"))  # per cell and per check
+
+
+class OutOfTime(BaseException):  # a BaseException: a learner's `except Exception` cannot swallow it
+    """A cell or a check ran past its time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise OutOfTime in the body after `seconds` (a no-op off the main thread or without SIGALRM)."""
+    import signal
+    import threading
+
+    if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _where(err: BaseException, cell: str) -> str:
+    """The learner's cell and line an error comes from (a syntax error included), never the grader's own lines."""
+    if isinstance(err, SyntaxError) and err.filename == cell:
+        return f"{cell}, line {err.lineno}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == cell]
+    return f"{cell}, line {frames[-1].lineno}" if frames else cell
+
+
 def _run_cells(cells: list[tuple[str, str]], cwd: Path) -> tuple[dict, dict[str, str]]:
     """Execute (exercise id, code) cells in one namespace; return it and the error each failing cell raised."""
     namespace: dict = {"__name__": "__exercises__"}
@@ -283,19 +320,21 @@ def _run_cells(cells: list[tuple[str, str]], cwd: Path) -> tuple[dict, dict[str,
     os.chdir(cwd)
     try:
         for i, (ex_id, code) in enumerate(cells):
+            name = f"cell {i + 1}" + (f" ({ex_id})" if ex_id else "")
             try:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    exec(compile(code, f"<cell {i}>", "exec"), namespace)  # noqa: S102 - running the learner's cells
+                with contextlib.redirect_stdout(io.StringIO()), time_limit(EXERCISE_SECONDS):
+                    exec(compile(code, name, "exec"), namespace)  # noqa: S102 - running the learner's cells
+            except OutOfTime:
+                errors[ex_id or f"cell {i}"] = f"{name} ran longer than {EXERCISE_SECONDS:g} s (an endless loop?)"
             except Exception as e:  # noqa: BLE001 - reported as the exercise's failure
-                last = traceback.extract_tb(e.__traceback__)[-1]
-                errors[ex_id or f"cell {i}"] = f"the cell raised {type(e).__name__}: {e} (line {last.lineno})"
+                errors[ex_id or f"cell {i}"] = f"the cell raised {type(e).__name__}: {e} ({_where(e, name)})"
     finally:
         os.chdir(old)
     return namespace, errors
 
 
 def grade_cells(name: str, cells: list[tuple[str, str]], exercise_ids: list[str], cwd: Path) -> list[Graded]:
-    """Run a notebook's cells (check cells excluded), then grade each exercise's function."""
+    """Run a notebook's cells (check cells excluded), then grade each exercise's function within the time limit."""
     exercises = load_checks()
     namespace, errors = _run_cells(cells, cwd)
     setup_errors = [msg for key, msg in errors.items() if key.startswith("cell ")]
@@ -307,7 +346,12 @@ def grade_cells(name: str, cells: list[tuple[str, str]], exercise_ids: list[str]
         elif ex.function not in namespace:
             report = Report(ex.id, ex.title, [CaseResult("the function exists", False, f"no `{ex.function}` defined")])
         else:
-            report = grade(ex_id, namespace[ex.function])
+            try:
+                with time_limit(EXERCISE_SECONDS):
+                    report = grade(ex_id, namespace[ex.function])
+            except OutOfTime:
+                detail = f"the check ran longer than {EXERCISE_SECONDS:g} s: does the function end (an endless loop)?"
+                report = Report(ex.id, ex.title, [CaseResult("the function returns in time", False, detail)])
         graded.append(Graded(name, report))
     return graded
 
@@ -345,24 +389,62 @@ def grade_source(src: Source) -> list[Graded]:
     return grade_cells(src.name, cells, src.exercises, src.path.parent)
 
 
-def scoreboard(graded: list[Graded]) -> str:
-    """A table: notebook, exercise, passed/failed, first failure; then the total."""
-    rows = [("notebook", "exercise", "result", "first failure")]
+def scoreboard_rows(graded: list[Graded]) -> list[str]:
+    """One line per exercise (notebook, exercise, passed/failed), then its first failure in full, indented."""
+    lines = []
     for g in graded:
         r = g.report
-        result = "passed" if r.passed else "failed"
-        first = r.first_failure
-        rows.append((g.notebook, r.exercise, result, first if len(first) <= 110 else first[:107] + "..."))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3] for row in rows]
-    lines.insert(1, "-" * min(120, sum(widths) + 20))
+        lines.append(f"{g.notebook:32s} {r.exercise:22s} {'passed' if r.passed else 'failed':7s}".rstrip())
+        if not r.passed:
+            lines.append(f"    {r.first_failure}")
+    return lines
+
+
+def scoreboard(graded: list[Graded]) -> str:
+    """The whole scoreboard: a header, the rows of scoreboard_rows, and the total."""
+    header = f"{'notebook':32s} {'exercise':22s} {'result':7s} first failure"
     n_ok = sum(g.report.passed for g in graded)
-    lines.append(f"\n{n_ok}/{len(graded)} exercises passed")
-    return "\n".join(line.rstrip() for line in lines)
+    return "\n".join([header, "-" * 72, *scoreboard_rows(graded), f"\n{n_ok}/{len(graded)} exercises passed"])
 
 
-def check_workspace(workspace: Path | None = None) -> list[Graded]:
-    """Grade every exercise notebook of the workspace that exists."""
+def _to_json(graded: list[Graded]) -> str:
+    """Grades as JSON, for a grading process to hand to its parent."""
+    return json.dumps([{"notebook": g.notebook, "report": asdict(g.report)} for g in graded])
+
+
+def _from_json(text: str) -> list[Graded]:
+    """Grades back from _to_json."""
+    out = []
+    for item in json.loads(text):
+        rep = item["report"]
+        cases = [CaseResult(**c) for c in rep["cases"]]
+        out.append(Graded(item["notebook"], Report(rep["exercise"], rep["title"], cases)))
+    return out
+
+
+def grade_in_fresh_process(path: Path, exercise_ids: list[str]) -> list[Graded]:
+    """Grade one notebook in a new Python process: its global state cannot reach another notebook's grading."""
+    import subprocess
+
+    limit = EXERCISE_SECONDS * (2 * len(exercise_ids) + 2) + 60  # every cell and check at its limit, and start-up
+    cmd = [sys.executable, "-m", "grader.workspace", "grade-one", str(path)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=PROJECT_ROOT)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode == 0 and lines:
+            return _from_json(lines[-1])
+        problem = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    except subprocess.TimeoutExpired:
+        problem = f"grading {path.name} took longer than {limit:g} s"
+    exercises = load_checks()
+    return [
+        Graded(path.stem, Report(i, exercises[i].title, [CaseResult("the notebook is graded", False, problem)]))
+        for i in exercise_ids
+    ]
+
+
+def check_workspace(workspace: Path | None = None, show=None) -> list[Graded]:
+    """Grade every exercise notebook of the workspace that exists, each in a fresh process; show(rows) as they come."""
     workspace = workspace or WORKSPACE_DIR
     if not workspace.is_dir():
         raise WorkspaceError(f"there is no {relative(workspace)}/ folder yet: run `make exercises` first")
@@ -370,7 +452,9 @@ def check_workspace(workspace: Path | None = None) -> list[Graded]:
     for src in sources():
         path = workspace_path(src, workspace)
         if path.exists():
-            graded += grade_notebook(path)
+            graded += grade_in_fresh_process(path, src.exercises)
+            if show is not None:
+                show(scoreboard_rows(graded[-len(src.exercises) :]))
     return graded
 
 
@@ -387,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="grade exercises/ and print a scoreboard")
     sub.add_parser("check-solutions", help="grade the reference solutions")
     sub.add_parser("list", help="list the exercises")
+    p_one = sub.add_parser("grade-one", help=argparse.SUPPRESS)  # one notebook, grades as JSON (check's worker)
+    p_one.add_argument("path", type=Path)
     p_reset = sub.add_parser("reset", help="restore one exercise notebook (yours is kept in exercises/backup/)")
     p_reset.add_argument("notebook", help="the notebook number, such as 02")
     p_sol = sub.add_parser("solution", help="print the reference solution of one exercise")
@@ -401,10 +487,16 @@ def main(argv: list[str] | None = None) -> int:
             for src in sources():
                 for ex_id in src.exercises:
                     print(f"{ex_id:<21} {src.name:<32} {exercises[ex_id].title}")
-        elif args.command in ("check", "check-solutions"):
-            graded = check_workspace() if args.command == "check" else check_solutions()
+        elif args.command == "grade-one":
+            print(_to_json(grade_notebook(args.path)))
+        elif args.command == "check":
+            print(f"{'notebook':32s} {'exercise':22s} {'result':7s} first failure\n" + "-" * 72)
+            graded = check_workspace(show=lambda rows: print("\n".join(rows), flush=True))
+            print(f"\n{sum(g.report.passed for g in graded)}/{len(graded)} exercises passed")
+        elif args.command == "check-solutions":
+            graded = check_solutions()
             print(scoreboard(graded))
-            if args.command == "check-solutions" and not all(g.report.passed for g in graded):
+            if not all(g.report.passed for g in graded):
                 return 1
         elif args.command == "reset":
             reset(args.notebook)
