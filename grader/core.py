@@ -216,6 +216,8 @@ def symptom_hint(symptom: str) -> str:
     """The likely cause of a symptom that weight_symptoms names ('' when there is no usual one)."""
     if "NaN" in symptom:
         return "a softmax over a row of -inf is 0/0: give a query whose keys are all masked zero weights"
+    if "not 1" in symptom:
+        return "the weights were changed after the softmax, or normalised along another axis than the keys"
     if "every key masked" in symptom:
         return "a large negative number instead of -inf spreads a fully masked row evenly over its keys"
     if "above the diagonal" in symptom or "masked key" in symptom:
@@ -265,7 +267,7 @@ def weight_symptoms(weights, allowed: torch.Tensor | None = None) -> str | None:
     off = (sums - 1).abs().masked_fill(~live, 0.0)
     if (off > 1e-6).any():
         where = tuple(int(i) for i in (off > 1e-6).nonzero()[0])
-        return f"the weights of query {where[-1]} sum to {float(sums[where]):.4g}, not 1: softmax over the wrong axis?"
+        return f"the weights of query {where[-1]} sum to {float(sums[where]):.4g}, not 1"
     return None
 
 

@@ -47,7 +47,7 @@ print(y.pow(2).mean(-1)[0])  # each vector now has a mean square of (almost) 1
 # %% exercise 11.newton_schulz
 def orthogonalize(G, steps=5):
     """Approximate the orthogonal factor U Vᵀ of G (m, n) with `steps` Newton–Schulz steps of the quintic above."""
-    # SOLUTION hint: X = G / G.norm(); then X = a X + (b A + c A @ A) @ X with A = X @ X.T, five times
+    # SOLUTION hint: scale G so its singular values are at most 1, then apply the quintic of the coefficients five times
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G / G.norm()
     for _ in range(steps):

@@ -46,7 +46,20 @@ def test_sdpa_mask_of_the_wrong_sign_without_dead_rows():
 
 
 def test_sdpa_softmax_over_the_wrong_axis():
-    failing("02.sdpa", lambda q, k, v, mask=None: sdpa(q, k, v, mask, dim=-2), "not 1: softmax over the wrong axis")
+    failing("02.sdpa", lambda q, k, v, mask=None: sdpa(q, k, v, mask, dim=-2), "not 1", "a softmax over the queries")
+
+
+def test_sdpa_mask_applied_after_the_softmax_is_named_as_such():
+    def after(q, k, v, mask=None):
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        if mask is not None and mask.dtype == torch.bool:
+            weights = weights.masked_fill(~mask, 0.0)
+        elif mask is not None:
+            weights = weights.masked_fill(torch.isneginf(mask), 0.0)
+        return weights @ v, weights
+
+    text = failing("02.sdpa", after, "not 1", "the mask applied after the softmax")
+    assert "wrong axis" not in text and "over the queries" not in text
 
 
 def test_sdpa_double_softmax():
@@ -270,7 +283,8 @@ def test_pre_ln_normalising_the_residual_stream():
         x = norm2(x)
         return x + ff(x)
 
-    failing("05.pre_ln_block", fn, "a normalised residual stream")
+    text = failing("05.pre_ln_block", fn, "a normalised residual stream", "the residual stream passes through")
+    assert "Post-LN" not in text  # it is a Pre-LN block with a normalised stream, not a Post-LN block
 
 
 def test_pre_ln_with_the_norms_swapped():

@@ -167,6 +167,8 @@ def _sdpa_mistakes(q, k, v, mask=None) -> dict[str, tuple[torch.Tensor, torch.Te
         "a softmax applied twice (a second softmax flattens the weights)": _attention(q, k, v, mask, twice=True),
     }
     if mask is not None and mask.dtype == torch.bool:
+        after = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1).masked_fill(~mask, 0.0)
+        mistakes["the mask applied after the softmax (the kept weights no longer sum to 1)"] = (after @ v, after)
         mistakes["a mask of the wrong sign (True means a query may attend)"] = _attention(q, k, v, mask, invert=True)
         mistakes["a mask of the wrong sign (True means a query may attend), with NaN where it hides every key"] = (
             _attention(q, k, v, mask, invert=True, dead_rows="nan")
@@ -261,7 +263,7 @@ def _causal_mask(fn, case):
                 else:
                     detail = f"query {i} cannot see key {j}" + (" (itself)" if i == j else ", an earlier token")
                 mistakes = {label: make(n) for label, make in _CAUSAL_MISTAKES.items()}
-                c.fail(detail, matching_mistake(got, mistakes) or "keep the lower triangle, diagonal included")
+                c.fail(detail, matching_mistake(got, mistakes) or "the pattern of True values is not the causal one")
     with case("used as an attention mask (T = 6): no weight above the diagonal") as c:
         got = c.call(fn, 6)
         want = torch.ones(6, 6, dtype=torch.bool).tril()
@@ -704,6 +706,11 @@ def _check_block(fn, case, norm_first: bool):
             got = c.call(fn, x.clone(), attn, feed, *norms)
             want = layer(x) if attn is self_attn else (x if norm_first else norms[1](norms[0](x)))
             mistakes = {label: make(x, attn, feed, *norms) for label, make in _BLOCK_MISTAKES[norm_first].items()}
+            if attn is zeros and norm_first:  # a Post-LN block and a normalised stream both give norm2(norm1(x)) here
+                mistakes = {
+                    "the residual stream passes through the LayerNorms (x comes out normalised)": norms[1](norms[0](x)),
+                    **mistakes,
+                }
             c.expect_close("the block's output", got, want, mistakes=mistakes)
 
 
