@@ -88,7 +88,7 @@ def test_load_names_the_file_and_the_kind_and_puts_the_model_on_the_device(tmp_p
     gpt_like = save_checkpoint(make_checkpoint("char-gpt", {}, {}, {"chars": "ab"}), tmp_path / "gpt.pt")
     with pytest.raises(
         CheckpointError,
-        match=r"gpt\.pt is a char-GPT checkpoint \(from notebook 06 or 11, or train_gpt\.py --export\), not a translation",
+        match=r"gpt\.pt is a char-GPT checkpoint \(from notebook 06 or 11, or train_gpt\.py --export\), not a transl",
     ):
         Translator.load(gpt_like)
     blob = torch.load(path, weights_only=True)
