@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 import torch
 
 # Imported on first use; importing them registers their checks.
-CHECK_MODULES = ("grader.checks.basics", "grader.checks.models", "grader.checks.research", "grader.checks.modern")
+CHECK_MODULES = (
+    "grader.checks.basics",
+    "grader.checks.models",
+    "grader.checks.research",
+    "grader.checks.modern",
+    "grader.checks.capstone",
+)
 
 
 @dataclass

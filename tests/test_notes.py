@@ -189,5 +189,5 @@ def test_the_notebook_table_times_are_the_recorded_run_times():
 def test_the_readme_counts_the_exercises_there_are():
     from grader.core import load_checks
 
-    counts = re.findall(r"exercises \((\d+) in all\)", README.read_text())
+    counts = re.findall(r"\((\d+) exercises in all\)", README.read_text())
     assert counts == [str(len(load_checks()))]
