@@ -7,7 +7,7 @@
 #   make check                     grade every exercise in exercises/ (each notebook in a fresh process, LIMIT=90 s
 #                                  per cell and per check) and print the scoreboard as it goes
 #   make check-solutions           grade the reference solutions (solutions/) the same way
-#   make reset-exercise EX=02      restore one exercise notebook (yours is kept in exercises/backup/)
+#   make reset-exercise EX=02      restore one exercise notebook, or EX=02.sdpa one exercise (yours: exercises/backup/)
 #   make solution EX=02.sdpa       print the reference solution of one exercise
 # Maintainers: make reproduce NB="06 10"  re-run notebooks and compare every non-timing metric with the committed one
 PYTHON ?= python3

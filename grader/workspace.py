@@ -240,19 +240,43 @@ def find_source(number: str) -> Source:
 
 
 def reset(number: str, workspace: Path | None = None, out=print) -> Path:
-    """Restore one exercise notebook; the learner's version is moved to the backup folder first."""
+    """Restore an exercise notebook (02), or one exercise in it (02.sdpa); the learner's copy goes to the backup."""
     workspace = workspace or WORKSPACE_DIR
     src = find_source(number)
     path = workspace_path(src, workspace)
+    fresh = exercise_notebook(src)
     if path.exists():
         backup = workspace / BACKUP_DIR_NAME / f"{src.name}.{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
         backup.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, backup)
+        backup.write_bytes(path.read_bytes())
         out(f"your version is kept as {relative(backup)}")
+        if "." in number:
+            fresh = _with_one_exercise_reset(json.loads(path.read_text(encoding="utf-8")), fresh, number, src)
     workspace.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, notebook_text(exercise_notebook(src)))
-    out(f"restored {relative(path)}")
+    atomic_write_text(path, notebook_text(fresh))
+    out(f"restored {number if '.' in number else relative(path)} in {relative(path)}")
     return path
+
+
+def _with_one_exercise_reset(mine: dict, fresh: dict, exercise_id: str, src: Source) -> dict:
+    """The learner's notebook with the cells of one exercise (its stub and its check) replaced by fresh ones."""
+    if exercise_id not in src.exercises:
+        raise WorkspaceError(f"no exercise {exercise_id!r} in {relative(src.path)}; it has {', '.join(src.exercises)}")
+    new_cells = {
+        tuple(c.get("metadata", {}).get("tags", [])): c
+        for c in fresh["cells"]
+        if c.get("metadata", {}).get("exercise") == exercise_id
+    }
+    cells, found = [], False
+    for cell in mine["cells"]:
+        if cell.get("metadata", {}).get("exercise") == exercise_id:
+            found = True
+            cells.append(new_cells.get(tuple(cell.get("metadata", {}).get("tags", [])), cell))
+        else:
+            cells.append(cell)
+    if not found:
+        raise WorkspaceError(f"your notebook has no cells of {exercise_id}: reset the whole notebook ({src.number})")
+    return {**mine, "cells": cells}
 
 
 def solution_text(exercise_id: str) -> str:
@@ -473,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the exercises")
     p_one = sub.add_parser("grade-one", help=argparse.SUPPRESS)  # one notebook, grades as JSON (check's worker)
     p_one.add_argument("path", type=Path)
-    p_reset = sub.add_parser("reset", help="restore one exercise notebook (yours is kept in exercises/backup/)")
-    p_reset.add_argument("notebook", help="the notebook number, such as 02")
+    p_reset = sub.add_parser("reset", help="restore a notebook (02) or one exercise (02.sdpa); yours goes to a backup")
+    p_reset.add_argument("notebook", help="a notebook number, such as 02, or an exercise id, such as 02.sdpa")
     p_sol = sub.add_parser("solution", help="print the reference solution of one exercise")
     p_sol.add_argument("exercise", help="the exercise id, such as 02.sdpa")
     args = parser.parse_args(argv)

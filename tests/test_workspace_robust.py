@@ -77,3 +77,24 @@ def test_check_streams_its_rows_with_the_whole_hint(tmp_path):
     detail = lines[failed[0] + 1]
     assert detail.startswith("    ") and not detail.endswith("...")  # the first failure in full, hint included
     assert lines[-1].endswith("exercises passed")
+
+
+def test_resetting_one_exercise_keeps_the_rest_of_the_learners_notebook(tmp_path):
+    src = ws.find_source("02")
+    path = ws.workspace_path(src, tmp_path)
+    notebook = ws.exercise_notebook(src, with_solutions=True)  # a learner who solved everything
+    original = ws.notebook_text(notebook)
+    path.write_text(original, encoding="utf-8")
+    said = []
+    ws.reset("02.sdpa", tmp_path, out=said.append)
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+    def sources(exercise):
+        return ["".join(c["source"]) for c in cells if c.get("metadata", {}).get("exercise") == exercise]
+
+    assert any("NotImplementedError" in s for s in sources("02.sdpa"))  # this one is a stub again
+    assert not any("NotImplementedError" in s for s in sources("02.causal_mask"))  # the others are kept
+    backups = list((tmp_path / ws.BACKUP_DIR_NAME).glob("02_*.ipynb"))
+    assert len(backups) == 1 and backups[0].read_text(encoding="utf-8") == original  # the learner's copy, whole
+    with pytest.raises(ws.WorkspaceError, match="no exercise '02.nope'"):
+        ws.reset("02.nope", tmp_path, out=said.append)
