@@ -65,7 +65,7 @@ lab: setup kernel
 		$(VENV)/bin/jupyter lab; \
 	fi
 
-exercises: setup
+exercises: setup kernel
 	@$(PY) -m grader.workspace create
 
 check: $(STAMP)
@@ -80,8 +80,9 @@ reset-exercise: $(STAMP)
 solution: $(STAMP)
 	@$(PY) -m grader.workspace solution "$(EX)"
 
+# The kernel the notebooks name, registered inside this clone's .venv (--sys-prefix): two clones keep one each.
 kernel: $(STAMP)
-	$(PY) -m ipykernel install --user --name transformers-course --display-name "Python (transformers-course)"
+	$(PY) -m ipykernel install --sys-prefix --name transformers-course --display-name "Python (transformers-course)"
 
 clean:
 	rm -rf build artifacts/quick .pytest_cache
