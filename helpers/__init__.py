@@ -1,1 +1,1 @@
-"""Shared helpers for the transformer course: each module names the notebook that introduces it."""
+"""The transformer, written from scratch (torch only); helpers.course holds the machinery the notebooks use around it."""
