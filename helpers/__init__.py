@@ -1,1 +1,1 @@
-"""The transformer, written from scratch (torch only); helpers.course holds the machinery the notebooks use around it."""
+"""The transformer, written from scratch (torch only); helpers.course holds the machinery around it."""
