@@ -21,7 +21,10 @@ import io
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -309,9 +312,6 @@ class OutOfTime(BaseException):  # a BaseException: a learner's `except Exceptio
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise OutOfTime in the body after `seconds` (a no-op off the main thread or without SIGALRM)."""
-    import signal
-    import threading
-
     if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -448,8 +448,6 @@ def _from_json(text: str) -> list[Graded]:
 
 def grade_in_fresh_process(path: Path, exercise_ids: list[str]) -> list[Graded]:
     """Grade one notebook in a new Python process: its global state cannot reach another notebook's grading."""
-    import subprocess
-
     limit = EXERCISE_SECONDS * (2 * len(exercise_ids) + 2) + 60  # every cell and check at its limit, and start-up
     cmd = [sys.executable, "-m", "grader.workspace", "grade-one", str(path)]
     try:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -478,8 +479,6 @@ def run_notebook(path: Path, s: Settings, artifacts_env: str) -> dict:
 
     Raises NotebookInterrupted after Ctrl-C (out_path None when the notebook had already finished).
     """
-    import time
-
     out_path = s.executed_dir / path.name
     stage = (s.build_dir / s.mode / "staging" / path.stem).resolve()
     out_path.unlink(missing_ok=True)  # an older run's copy must not pass for this one's
