@@ -22,6 +22,7 @@ CHECK_MODULES = (
     "grader.checks.research",
     "grader.checks.modern",
     "grader.checks.capstone",
+    "grader.checks.shakespeare",
 )
 
 
@@ -33,6 +34,7 @@ class CaseResult:
     passed: bool
     detail: str = ""
     hint: str = ""
+    notes: list[str] = field(default_factory=list)  # what the case measured, shown under it (a loss, a sample)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Report:
         lines = [f"{self.exercise} · {self.title}: {n_ok}/{len(self.cases)} cases passed"]
         for c in self.cases:
             lines.append(f"  {'✓' if c.passed else '✗'} {c.name}")
+            lines += [f"      {line}" for note in c.notes for line in note.splitlines()]
             if not c.passed:
                 lines += [f"      {line}" for line in c.detail.splitlines()]
                 if c.hint:
@@ -91,6 +94,11 @@ class Case:
 
     def __init__(self, name: str):
         self.name = name
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """Add a line (or several) that the report shows under this case, passed or failed."""
+        self.notes.append(text)
 
     def call(self, fn: Callable, *args, error_hints: tuple[tuple[str, str], ...] = (), **kwargs):
         """Call the learner's function; report an exception it raises as this case's failure.
@@ -294,6 +302,7 @@ class Exercise:
     title: str
     function: str  # the name the learner's function must have
     run: Callable[[Callable, Callable], None]  # run(fn, case): opens cases with case(name) and checks fn in them
+    time_factor: float = 1.0  # the check may run this many times the workspace's time limit (a training run)
 
     @property
     def notebook(self) -> str:
@@ -304,13 +313,13 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(exercise_id: str, title: str, function: str):
+def exercise(exercise_id: str, title: str, function: str, time_factor: float = 1.0):
     """Register a check: the decorated function receives the learner's function and a `case(name)` opener."""
 
     def register(run):
         if exercise_id in EXERCISES:
             raise ValueError(f"exercise {exercise_id} is registered twice")
-        EXERCISES[exercise_id] = Exercise(exercise_id, title, function, run)
+        EXERCISES[exercise_id] = Exercise(exercise_id, title, function, run, time_factor)
         return run
 
     return register
@@ -346,7 +355,7 @@ class _CaseScope:
     def __exit__(self, exc_type, exc, tb) -> bool:
         report = self.cases.report
         if exc_type is None:
-            report.cases.append(CaseResult(self.case.name, True))
+            report.cases.append(CaseResult(self.case.name, True, notes=self.case.notes))
             return False
         if not issubclass(exc_type, Exception):
             return False  # Ctrl-C, a time limit (grader.workspace.OutOfTime): not the case's failure, stop the check
@@ -355,9 +364,9 @@ class _CaseScope:
             report.cases.append(CaseResult(self.case.name, False, "not written yet", str(exc)))
             return True
         if issubclass(exc_type, CaseFailed):
-            report.cases.append(CaseResult(self.case.name, False, exc.detail, exc.hint))
+            report.cases.append(CaseResult(self.case.name, False, exc.detail, exc.hint, self.case.notes))
             return True
-        report.cases.append(CaseResult(self.case.name, False, f"{exc_type.__name__}: {exc}", ""))
+        report.cases.append(CaseResult(self.case.name, False, f"{exc_type.__name__}: {exc}", "", self.case.notes))
         return True
 
 

@@ -370,11 +370,12 @@ def grade_cells(name: str, cells: list[tuple[str, str]], exercise_ids: list[str]
         elif ex.function not in namespace:
             report = Report(ex.id, ex.title, [CaseResult("the function exists", False, f"no `{ex.function}` defined")])
         else:
+            limit = EXERCISE_SECONDS * ex.time_factor
             try:
-                with time_limit(EXERCISE_SECONDS):
+                with time_limit(limit):
                     report = grade(ex_id, namespace[ex.function])
             except OutOfTime:
-                detail = f"the check ran longer than {EXERCISE_SECONDS:g} s: does the function end (an endless loop)?"
+                detail = f"the check ran longer than {limit:g} s: does the function end (an endless loop)?"
                 report = Report(ex.id, ex.title, [CaseResult("the function returns in time", False, detail)])
         graded.append(Graded(name, report))
     return graded
@@ -421,6 +422,7 @@ def scoreboard_rows(graded: list[Graded]) -> list[str]:
         lines.append(f"{g.notebook:32s} {r.exercise:22s} {'passed' if r.passed else 'failed':7s}".rstrip())
         if not r.passed:
             lines.append(f"    {r.first_failure}")
+        lines += [f"    {line}" for c in r.cases for note in c.notes for line in note.splitlines()]
     return lines
 
 
@@ -448,7 +450,8 @@ def _from_json(text: str) -> list[Graded]:
 
 def grade_in_fresh_process(path: Path, exercise_ids: list[str]) -> list[Graded]:
     """Grade one notebook in a new Python process: its global state cannot reach another notebook's grading."""
-    limit = EXERCISE_SECONDS * (2 * len(exercise_ids) + 2) + 60  # every cell and check at its limit, and start-up
+    checks = sum(load_checks()[i].time_factor for i in exercise_ids)
+    limit = EXERCISE_SECONDS * (len(exercise_ids) + checks + 2) + 60  # every cell and check at its limit, and start-up
     cmd = [sys.executable, "-m", "grader.workspace", "grade-one", str(path)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=PROJECT_ROOT)

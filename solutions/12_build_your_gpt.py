@@ -58,7 +58,8 @@
 # 3. `GPT`: the check loads the course's weights into yours and compares logits, gradients and causality;
 # 4. `decay_groups`, `AdamW`, `clip_grad_norm`, `lr_at`: the optimiser and its helpers, each against PyTorch;
 # 5. `train`: your loop, first on the course's model against PyTorch's, then your model against the course's;
-# 6. `generate`: sample new characters from your trained model.
+# 6. `generate`: sample new characters from your trained model;
+# 7. `char_tokenizer`: then the last check trains your whole GPT on Tiny Shakespeare beside the course's.
 
 # %%
 import math
@@ -467,3 +468,40 @@ def generate(model, idx, max_new_tokens, temperature, generator):
 prompt = torch.tensor([[chars.index(ch) for ch in "the "]])
 out = generate(model, prompt, 40, 0.8, torch.Generator().manual_seed(0))
 print("".join(chars[i] for i in out[0].tolist()))
+
+# %% [markdown]
+# ## 14. It trains: your GPT on Tiny Shakespeare
+#
+# The last piece turns text into ids and back: `char_tokenizer(text)` returns `(chars, encode, decode)`, where `chars`
+# is the sorted list of the distinct characters of `text`, `encode(s)` the LongTensor of the places of the characters
+# of `s` in `chars`, and `decode(ids)` the string of a list of ids.
+#
+# Its check then runs everything you wrote, together: your tokenizer encodes Tiny Shakespeare, the first 90% is the
+# training text, your `GPT` (64 dimensions, 4 heads, 2 blocks, windows of 64 characters) starts from the course GPT's
+# initial weights, and your `train` runs 2,000 steps of 32 windows (150 with `COURSE_MODE=quick`). The course runs its
+# own GPT with `torch.optim.AdamW` and `clip_grad_norm_` on the same batches. Your validation loss must end within
+# 0.05 nats of the course's. The check draws both training curves and prints a sample of your model, drawn with your
+# `generate` and decoded with your `decode`. The full run takes about two minutes on a laptop CPU (`make check` allows
+# it four times the time limit of the other checks).
+
+
+# %% exercise 12.shakespeare
+def char_tokenizer(text):
+    """(chars, encode, decode): the sorted distinct characters, str -> LongTensor (N,) of ids, list of ids -> str."""
+    # SOLUTION hint: one id per distinct character, in sorted order; encode and decode look each other up.
+    chars = sorted(set(text))  # each distinct character once, in order
+    index = {ch: i for i, ch in enumerate(chars)}
+
+    def encode(s):
+        return torch.tensor([index[ch] for ch in s], dtype=torch.long)
+
+    def decode(ids):
+        return "".join(chars[int(i)] for i in ids)
+
+    # END SOLUTION
+    return chars, encode, decode
+
+
+# %%
+chars_, encode, decode = char_tokenizer("to be, or not to be")
+print(chars_, encode("be not").tolist(), repr(decode(encode("be not").tolist())))

@@ -2,6 +2,8 @@
 that names its symptom; the checks' functional GPT agrees with the course's (solutions and stubs: test_workspace.py).
 """
 
+import re
+
 import pytest
 import torch
 
@@ -214,3 +216,54 @@ def test_the_functional_reference_is_the_course_gpt(kw):
         got = cap._gpt_logits(model.state_dict(), cfg, idx)
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
     assert isinstance(model, GPT)
+
+
+# ---------------------------------------------------------------- 12.shakespeare: the whole pipeline on real text
+
+TOKENS = "chars = sorted(set(text))  # each distinct character once, in order"
+
+
+@pytest.fixture
+def short_run(monkeypatch):
+    """The Tiny Shakespeare check at 40 steps, so that a planted mistake costs seconds."""
+    from grader.checks import shakespeare
+
+    quick = dict(shakespeare.SETTINGS["quick"], steps=40, warmup=4)
+    monkeypatch.setattr(shakespeare, "SETTINGS", {"quick": quick, "full": quick})
+    return shakespeare
+
+
+def test_shakespeare_reference_trains_and_reports_curves_and_a_sample(tmp_path, short_run, monkeypatch):
+    figure = tmp_path / "curves.png"
+    monkeypatch.setattr(short_run, "FIGURE", figure)
+    report = planted(tmp_path, ["12.shakespeare"])["12.shakespeare"]
+    text = report.text()
+    assert report.passed, text
+    assert "validation loss: yours" in text and "your GPT, temperature 0.8:\nROMEO:" in text.replace("      ", "")
+    assert figure.stat().st_size > 10_000
+    mine, theirs = (float(v) for v in re.findall(r"yours ([\d.]+), the course's ([\d.]+)", text)[0])
+    assert abs(mine - theirs) < 0.01 and theirs < 3.5  # 40 steps from 4.17: it learned, and like the course's
+
+
+def test_shakespeare_unsorted_characters(tmp_path, short_run):
+    reports = planted(tmp_path, ["12.shakespeare"], (TOKENS, "chars = list(dict.fromkeys(text))"))
+    caught(reports, "12.shakespeare", "chars should be [' ', ',', 'b', 'e'", "sorted(set(text))")
+
+
+def test_shakespeare_a_loop_without_zero_grad_ends_far_from_the_course(tmp_path, short_run):
+    reports = planted(
+        tmp_path,
+        ["12.shakespeare"],
+        ("optimizer.zero_grad(set_to_none=True)", "pass  # the gradients are never cleared"),
+    )
+    caught(reports, "12.shakespeare", "your validation loss is", "the checks of 12.gpt and 12.train")
+
+
+def test_shakespeare_without_the_text_names_where_to_put_it(tmp_path, short_run, monkeypatch):
+    from helpers.course.data import DataUnavailableError
+
+    def offline():
+        raise DataUnavailableError("no Tiny Shakespeare: put tinyshakespeare.txt into data/")
+
+    monkeypatch.setattr(short_run, "load_text", offline)
+    caught(planted(tmp_path, ["12.shakespeare"]), "12.shakespeare", "put tinyshakespeare.txt into data/")
