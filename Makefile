@@ -10,6 +10,7 @@
 #   make reset-exercise EX=02      restore one exercise notebook, or EX=02.sdpa one exercise (yours: exercises/backup/)
 #   make solution EX=02.sdpa       print the reference solution of one exercise
 # Maintainers: make reproduce NB="06 10"  re-run notebooks and compare every non-timing metric with the committed one
+#              make lock                 regenerate constraints.txt (the lock) from pyproject.toml's dependencies
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,19 +20,28 @@ DATA_MIRROR ?= ../shared/data
 ARGS ?=
 LIMIT ?= 90
 
-.PHONY: setup data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution site site-check reproduce
+.PHONY: setup lock data run quick test lint lab kernel clean exercises check check-solutions reset-exercise solution site site-check reproduce
 
 # CPU-only PyTorch on Linux (PyPI's Linux wheel also pulls several GB of NVIDIA CUDA libraries):
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+# The course's dependencies are declared in pyproject.toml (extras: test, site); constraints.txt is their lock.
+$(STAMP): constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@if [ -n "$(TORCH_INDEX)" ]; then $(PY) -m pip install --quiet torch==2.13.0 --index-url "$(TORCH_INDEX)"; fi
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,site]" --config-settings editable_mode=compat
 	touch $(STAMP)
+
+# Maintainers: regenerate the lock from pyproject.toml with pip-tools (in its own venv), keeping every pin that still
+# fits; torch's "+cpu" label names the Linux CPU wheel only, so the lock keeps the plain version every platform has.
+lock:
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet pip-tools==7.7.0
+	CUSTOM_COMPILE_COMMAND="make lock" build/lock-venv/bin/pip-compile --quiet --all-extras --strip-extras --no-emit-index-url --no-emit-find-links \
+		--upgrade-package "torch==2.13.0" --output-file constraints.txt pyproject.toml
+	sed -i.bak 's/^torch==\(.*\)+cpu$$/torch==\1/' constraints.txt && rm constraints.txt.bak
 
 setup: $(STAMP) data
 

@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="start afresh even if --checkpoint exists")
     r.add_argument("--steps", type=POSITIVE, default=None, help="train at most this many steps now, then save")
     r.add_argument("--export", type=Path, default=None, help="also write the final model here for sample.py")
-    r.add_argument("--device", default=None, help="cpu, cuda or auto (default: $COURSE_DEVICE, else the best)")
+    r.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N (one process), mps (one process) or auto (default: $COURSE_DEVICE, else the best)",
+    )
     r.add_argument("--backend", choices=BACKENDS, default=None, help="default: nccl on CUDA, else gloo")
     return p
 

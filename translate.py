@@ -7,6 +7,9 @@
 Each input line gives one output line (a blank line gives a blank line), so the output lines up with the input.
 The default checkpoint holds the model notebook 08 chose on validation; --checkpoint
 artifacts/checkpoints/translation_subword.pt uses the one trained on byte-pair-encoded subwords.
+The translators learned from 4,528 Tatoeba pairs whose English side has 1 to 5 words (mostly 2 or 3): short
+everyday sentences. Longer input is translated but usually comes out wrong; a note on stderr says so. To train on
+more, see data/README.md (the full Anki export, about 230k pairs).
 The device line goes to stderr. Bad options, input and checkpoints end with "error: ..." and exit status 2.
 """
 
@@ -19,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-UNK_CHOICES = ("keep", "copy", "dictionary")  # helpers.translation.UNK_RULES (tests check they agree)
+UNK_CHOICES = ("keep", "copy", "dictionary")  # helpers.course.translator.UNK_RULES (tests check they agree)
+TRAINED_MAX_WORDS = 5  # the longest English sentence of data/eng-fra-tatoeba-small.tsv (tests check it)
 CHUNK_LINES = 64  # lines translated and printed together, so long inputs show progress
 
 
@@ -172,6 +176,14 @@ def main(argv=None) -> int:
                 f"this model accepts at most {max_len}"
             )
 
+    long = [i + 1 for i, line in enumerate(lines) if len(line.split()) > TRAINED_MAX_WORDS]
+    if long:
+        print(
+            f"note: {label} {', '.join(map(str, long[:5]))}{' ...' if len(long) > 5 else ''} "
+            f"{'has' if len(long) == 1 else 'have'} more than {TRAINED_MAX_WORDS} words; the translators were "
+            f"trained on sentences of 1 to {TRAINED_MAX_WORDS} words, so expect a poor translation",
+            file=sys.stderr,
+        )
     best = translator.extra.get("decoding", {})
     beam = 1 if args.greedy else (args.beam if args.beam is not None else best.get("beam", 4))
     alpha = args.alpha if args.alpha is not None else best.get("alpha", 0.6)

@@ -79,6 +79,20 @@ def test_translate_command_choices_match_the_helpers():
     assert translate.UNK_CHOICES == UNK_RULES
 
 
+def test_translate_command_knows_the_longest_training_sentence_and_notes_longer_input(tmp_path):
+    import translate
+    from helpers.course.datasets import data_file, load_pairs
+
+    assert translate.TRAINED_MAX_WORDS == max(len(p.en.split()) for p in load_pairs(data_file()))
+    path = tiny_translator().save(tmp_path / "tiny.pt")
+    cmd = [sys.executable, str(PROJECT_ROOT / "translate.py"), "--checkpoint", str(path), "--greedy"]
+    out = subprocess.run(cmd + ["I am cold.", "My sister lives in Paris with her husband."], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 2
+    assert "note: sentence 2 has more than 5 words" in out.stderr and "sentence 1" not in out.stderr
+
+
 def test_load_names_the_file_and_the_kind_and_puts_the_model_on_the_device(tmp_path):
     from helpers.course.checkpoints import CheckpointError, make_checkpoint, save_checkpoint
 

@@ -177,3 +177,29 @@ def test_metric_values_are_formatted_without_positive_exponents():
     assert format_value(1816896.0) == "1,816,896"
     assert format_value(1.5407667) == "1.541"
     assert format_value(2.384e-07) == "2.384e-07"
+
+
+def test_relative_names_a_staged_file_where_a_successful_run_puts_it(tmp_path, monkeypatch):
+    stage = tmp_path / "staging" / "06_char_gpt"
+    (stage / "metrics").mkdir(parents=True)
+    monkeypatch.setenv(utils.ARTIFACTS_ENV, str(stage))
+    assert utils.relative(stage / "metrics" / "06.json") == str(tmp_path / "staging/06_char_gpt/metrics/06.json")
+    (stage / utils.STAGE_MARK).write_text("1")  # run_all.py's staging copy: shown as the artifacts/ it stands for
+    assert utils.relative(stage / "metrics" / "06.json") == "artifacts/metrics/06.json"
+    assert utils.relative(stage / "quick" / "figures" / "a.png") == "artifacts/quick/figures/a.png"
+    assert utils.relative(utils.PROJECT_ROOT / "notebooks") == "notebooks"
+
+
+def test_the_lock_pins_every_dependency_that_pyproject_declares():
+    import re
+    import tomllib
+
+    project = tomllib.loads((utils.PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    names = {re.match(r"[A-Za-z0-9_.\-]+", d)[0].lower().replace("_", "-") for d in declared}
+    lock = (utils.PROJECT_ROOT / "constraints.txt").read_text()
+    pins = dict(re.findall(r"(?m)^([A-Za-z0-9_.\-]+)==(\S+)$", lock))
+    pins = {k.lower().replace("_", "-"): v for k, v in pins.items()}
+    assert names <= set(pins), f"declared but not locked (run make lock): {sorted(names - set(pins))}"
+    assert pins["torch"] == "2.13.0", "the lock keeps the version every platform has, without a local label"
+    assert "make lock" in lock.splitlines()[4], "the lock is made by make lock, not by hand"

@@ -120,3 +120,42 @@ def test_a_planted_formula_inside_a_paragraph_is_found():
     assert display_math_inside_paragraphs("Text:\n$$x = 1$$\nmore text") == ["$$x = 1$$"]
     assert display_math_inside_paragraphs("Text:\n$$a\nb$$\nmore") == ["$$a"]
     assert display_math_inside_paragraphs("Text:\n\n$$x = 1$$\n\nmore text") == []
+
+
+def _one_page_build(tmp_path, monkeypatch, nb) -> None:
+    """Build a site of one notebook page (with the exercises and notes) into tmp_path."""
+    path = tmp_path / "01_planted.ipynb"
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(nb, path)
+    monkeypatch.setattr(site_build, "choose_notebooks", lambda notebooks_dir=None: {"01_planted": path})
+    monkeypatch.setattr(site_build, "SOURCE_DIR", tmp_path / "src")
+    site_build.build(out=tmp_path / "site")
+
+
+def test_a_notebook_with_an_error_output_fails_the_site_build(tmp_path, monkeypatch):
+    nb = _notebook()
+    nb.cells[4].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="planted", traceback=["..."])]
+    with pytest.raises(site_build.SiteError, match="holds an error output .cell 4: ValueError: planted"):
+        _one_page_build(tmp_path, monkeypatch, nb)
+
+
+def test_a_sphinx_warning_fails_the_site_build(tmp_path, monkeypatch):
+    nb = _notebook()
+    nb.cells[0].source += "\n\nSee [the missing page](no-such-page.md)."
+    with pytest.raises(site_build.SiteError, match="(?s)warnings count as errors.*no-such-page"):
+        _one_page_build(tmp_path, monkeypatch, nb)
+    nb.cells[0].source = "# 01 · Title"  # the same page without the broken link builds
+    _one_page_build(tmp_path, monkeypatch, nb)
+    assert (tmp_path / "site" / "notebooks" / "01_planted.html").is_file()
+
+
+def test_the_site_check_finds_a_literal_dollar_beside_a_formula(tmp_path):
+    good = '<p>weights <span class="math notranslate nohighlight">\\(w\\)</span> cost $5</p>'
+    stray = '<p>$ <span class="math notranslate nohighlight">\\(\\mathrm{softmax}(x)\\)</span> $</p>'
+    display = '<div class="math notranslate nohighlight">\\[x\\]</div>$'
+    for name, html in [("good", good), ("stray", stray), ("display", display)]:
+        (tmp_path / f"{name}.html").write_text(html)
+    problems = check_site.check_dollars(tmp_path)
+    assert [p.split(":")[0] for p in problems] == ["display.html", "stray.html", "stray.html"], problems
+    assert "a literal $ beside a formula" in problems[0]

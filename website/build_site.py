@@ -79,6 +79,21 @@ def final_progress(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the project when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def error_outputs(nb: nbformat.NotebookNode) -> list[str]:
+    """Where a notebook's outputs hold an error (a traceback): 'cell N: ErrorName: message' for each."""
+    return [
+        f"cell {i}: {out.get('ename', 'error')}: {str(out.get('evalue', ''))[:120]}"
+        for i, cell in enumerate(nb.cells)
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
+
+
 def clean_notebook(nb: nbformat.NotebookNode, exercises_page: str | None = None) -> nbformat.NotebookNode:
     """Remove test scaffolding and progress noise; link the closing Exercises cell to the exercises page."""
     cells = []
@@ -94,6 +109,18 @@ def clean_notebook(nb: nbformat.NotebookNode, exercises_page: str | None = None)
     if exercises_page and cells and cells[-1].cell_type == "markdown" and "## Exercises" in cells[-1].source:
         cells[-1].source += f"\n\n[Open the exercise notebook of this chapter]({exercises_page})"
     nb.cells = cells
+    return nb
+
+
+def soft_wrapped(nb: dict) -> dict:
+    """Tag every code cell of an exercise notebook "soft-wrap": the site wraps its long lines instead of cutting them.
+
+    The exercise notebooks are generated from solutions/ (120 columns) and are meant for JupyterLab; the teaching
+    notebooks are formatted to fit the page instead (88 columns, checked by website/check_site.py).
+    """
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["metadata"]["tags"] = [*cell["metadata"].get("tags", []), "soft-wrap"]
     return nb
 
 
@@ -140,10 +167,15 @@ def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> None:
     exercises = {s.name: s for s in workspace.sources()}
     for name, path in notebooks.items():
         page = f"../exercises/{name}.ipynb" if name in exercises else None
-        nbformat.write(clean_notebook(nbformat.read(path, as_version=4), page), src / "notebooks" / f"{name}.ipynb")
+        nb = nbformat.read(path, as_version=4)
+        errors = error_outputs(nb)
+        if errors:
+            raise SiteError(f"{_shown(path)} holds an error output ({'; '.join(errors[:3])}): run it again")
+        nbformat.write(clean_notebook(nb, page), src / "notebooks" / f"{name}.ipynb")
+    shutil.copy(HERE / "course.css", src / "_static" / "course.css")
     for name, source in exercises.items():
         (src / "exercises" / f"{name}.ipynb").write_text(
-            workspace.notebook_text(workspace.exercise_notebook(source)), encoding="utf-8"
+            workspace.notebook_text(soft_wrapped(workspace.exercise_notebook(source))), encoding="utf-8"
         )
     notes = [n for n in NOTES if (ROOT / "notes" / n).exists()]
     notes += sorted(p.name for p in (ROOT / "notes").glob("*.md") if p.name not in notes)
@@ -217,18 +249,19 @@ def build(notebooks_dir: Path | None = None, out: Path = SITE_DIR, quiet: bool =
     """Build the site into out and return the path of its index page."""
     start = time.perf_counter()
     chosen = choose_notebooks(notebooks_dir)
-    write_sources(chosen)
+    write_sources(chosen, SOURCE_DIR)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-j", "auto", str(SOURCE_DIR), str(tmp)]
+    # -W --keep-going: every Sphinx warning fails the build, and all of them are listed, not only the first.
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-j", "auto", "-W", "--keep-going", str(SOURCE_DIR), str(tmp)]
     result = subprocess.run(cmd + (["-q"] if quiet else []), capture_output=True, text=True)
     if result.returncode != 0:
-        raise SiteError(f"sphinx-build failed:\n{result.stderr[-3000:]}")
+        raise SiteError(f"sphinx-build failed (warnings count as errors):\n{result.stderr[-3000:]}")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # the old site stays in place until the new one is complete
-    sources = sorted({str(p.parent.relative_to(ROOT)) for p in chosen.values()})
+    sources = sorted({_shown(p.parent) for p in chosen.values()})
     seconds = time.perf_counter() - start
-    print(f"site: {out.relative_to(ROOT)}/index.html ({seconds:.0f} s, notebooks from {', '.join(sources)})")
+    print(f"site: {_shown(out)}/index.html ({seconds:.0f} s, notebooks from {', '.join(sources)})")
     return out / "index.html"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import re
 import shutil
 import sys
 import tempfile
@@ -89,6 +90,23 @@ def check_links(site: Path) -> tuple[list[str], list[str]]:
     return problems, external
 
 
+# A literal $ beside a math span: a $$...$$ that MyST did not take as math, left as "$" + inline math + "$".
+_STRAY_DOLLAR = re.compile(
+    r"\$\s*(?=<(?:span|div) class=\"math)|<(?:span|div) class=\"math[^>]*>[^<]*</(?:span|div)>\s*\$"
+)
+
+
+def check_dollars(site: Path) -> list[str]:
+    """Pages where a literal $ stands next to a math span (a formula MyST did not parse as display math)."""
+    problems = []
+    for page in sorted(site.rglob("*.html")):
+        html = page.read_text(encoding="utf-8", errors="replace")
+        for m in _STRAY_DOLLAR.finditer(html):
+            where = html[m.start() : m.start() + 80]
+            problems.append(f"{page.relative_to(site)}: a literal $ beside a formula: {where!r}")
+    return problems
+
+
 def _serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     handler = functools.partial(QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -131,6 +149,15 @@ def _driver(user_dir: str):
     return webdriver.Chrome(service=Service(driver_path), options=opts)
 
 
+# The code cells (their input, not their output) that are wider than their column: [width, visible, longest line].
+OVERFLOW = """
+return Array.from(document.querySelectorAll('div.cell_input pre'))
+  .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
+  .map(pre => [pre.scrollWidth, pre.clientWidth,
+               pre.innerText.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), '')]);
+"""
+
+
 def _wait_for_math(driver, timeout: float = 20.0) -> tuple[int, int]:
     """Wait until MathJax has typeset the page; return (formulas, typeset elements)."""
     end = time.monotonic() + timeout
@@ -152,9 +179,30 @@ def check_pages(driver, base: str, site: Path, pages: list[Path]) -> list[str]:
             problems.append(f"{rel}: {typeset} of {spans} formulas typeset")
         if spans and driver.execute_script("return document.body.innerText.includes('\\\\(')"):
             problems.append(f"{rel}: raw TeX (\\( ... \\)) left in the page")
+        for width, visible, line in driver.execute_script(OVERFLOW):
+            problems.append(f"{rel}: a code cell {width} px wide in a {visible} px column at 1280 px: {line[:70]!r}")
         for entry in driver.get_log("browser"):
             if entry["level"] == "SEVERE":
                 problems.append(f"{rel}: console error: {entry['message'][:200]}")
+    return problems
+
+
+def formula_screenshots(driver, base: str, site: Path) -> list[str]:
+    """Screenshot the first display formula of notebooks 01-05 (NN_formula.png); a page without one is a problem."""
+    problems = []
+    for page in sorted((site / "notebooks").glob("0[1-5]_*.html")):
+        driver.get(base + page.relative_to(site).as_posix())
+        _wait_for_math(driver)
+        found = driver.execute_script(
+            "const m = document.querySelector('div.math');"
+            "if (!m) return false;"
+            "const top = m.getBoundingClientRect().top + window.scrollY - 250;"
+            "window.scrollTo({top: top, behavior: 'instant'}); return true;"
+        )
+        if not found:
+            problems.append(f"{page.relative_to(site)}: no display formula")
+            continue
+        driver.save_screenshot(str(SHOTS_DIR / f"{page.name[:2]}_formula.png"))
     return problems
 
 
@@ -181,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     start = time.perf_counter()
     problems, external = check_links(site)
+    problems += check_dollars(site)
     pages = sorted(p for p in site.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts)
     server, base = _serve(site)
     with tempfile.TemporaryDirectory() as user_dir:
@@ -191,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 driver.get(base + rel)
                 _wait_for_math(driver)
                 driver.save_screenshot(str(SHOTS_DIR / f"{name}.png"))
+            problems += formula_screenshots(driver, base, site)
             problems += check_pages(driver, base, site, pages)
             problems += check_search(driver, base)
             # Opened from disk: the same checks on the index and a notebook page.

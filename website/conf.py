@@ -18,6 +18,7 @@ html_theme = "furo"
 html_static_path = ["_static"]
 html_show_sourcelink = False
 html_favicon = "_static/favicon.svg"
+html_css_files = ["course.css"]
 html_copy_source = False
 # MathJax from the jupyter-server-mathjax package, copied into _static/: math renders with no network.
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"

@@ -22,13 +22,12 @@ from pathlib import Path
 import nbformat
 
 from helpers.course.metrics import MetricRecorder
-from helpers.course.utils import COURSE_KERNEL, PROJECT_ROOT, atomic_write_text, relative
+from helpers.course.utils import COURSE_KERNEL, PROJECT_ROOT, STAGE_MARK, atomic_write_text, relative
 
 KERNEL = "python3"
 NOT_STAGED = ("quick", "tuning")  # folders of artifacts/ that a full-mode staging copy leaves out
 RESUMABLE = "checkpoints/*_train_state.pt"  # training states a stopped run leaves to resume from (notebook 06)
 INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, how long the running cell gets to stop before the kernel is killed
-STAGE_MARK = ".staged-by"  # in a staging folder: the process id of the run that staged it
 LOCK_NAME = ".run_all.lock"  # in a build folder: the process id of the run that holds it
 
 

@@ -42,9 +42,21 @@ def artifacts_dir(mode: str = "full") -> Path:
     return path
 
 
+STAGE_MARK = ".staged-by"  # in a staging folder of run_all.py: the process id of the run that staged it
+
+
 def relative(path: Path | str) -> str:
-    """Show a path relative to the project root, so outputs carry no machine-specific prefix."""
+    """Show a path relative to the project root, so outputs carry no machine-specific prefix.
+
+    A path inside run_all.py's staging copy of artifacts/ is shown where the run puts it when the notebook succeeds
+    (artifacts/...), so an executed notebook names the real file, not the run's scaffolding.
+    """
     path = Path(path).resolve()
+    staged = os.environ.get(ARTIFACTS_ENV)
+    if staged:
+        root = (PROJECT_ROOT / os.path.expanduser(staged)).resolve()
+        if (root / STAGE_MARK).is_file() and (path == root or root in path.parents):
+            return str(Path("artifacts") / path.relative_to(root))
     try:
         return str(path.relative_to(PROJECT_ROOT))
     except ValueError:
