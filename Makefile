@@ -31,7 +31,7 @@ $(STAMP): constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@if [ -n "$(TORCH_INDEX)" ]; then $(PY) -m pip install --quiet torch==2.13.0 --index-url "$(TORCH_INDEX)"; fi
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,site]" --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,site]"
 	touch $(STAMP)
 
 # Maintainers: regenerate the lock from pyproject.toml with pip-tools (in its own venv), keeping every pin that still

@@ -159,3 +159,22 @@ def test_the_site_check_finds_a_literal_dollar_beside_a_formula(tmp_path):
     problems = check_site.check_dollars(tmp_path)
     assert [p.split(":")[0] for p in problems] == ["display.html", "stray.html", "stray.html"], problems
     assert "a literal $ beside a formula" in problems[0]
+
+
+def test_one_repository_setting_drives_the_colab_links_the_repository_link_and_the_citation():
+    repo = site_build.repository()
+    citation = (PROJECT_ROOT / "CITATION.cff").read_text()
+    if repo:
+        assert f"repository-code: {repo}" in citation, "CITATION.cff names the repository of pyproject.toml"
+    else:
+        assert "repository-code" not in citation and "http" not in site_build._index({}, {}, [], False)
+    url = "https://github.com/someone/transformers-course"
+    assert site_build.colab_url(url, "notebooks/02_x.ipynb") == (
+        "https://colab.research.google.com/github/someone/transformers-course/blob/main/notebooks/02_x.ipynb"
+    )
+    assert site_build.colab_url("https://gitlab.com/someone/course", "notebooks/02_x.ipynb") is None
+    with_repo, without = site_build.links_cell("02_x", "notebooks", url), site_build.links_cell("02_x", "notebooks", "")
+    assert "Open in Colab](https://colab.research.google.com/github/someone/" in with_repo.source
+    assert "Colab" not in without.source and "{download}`Download this notebook <02_x.ipynb>`" in without.source
+    index = site_build._index({}, {}, [], False, url)
+    assert f"([{url}]({url}))" in index and "## Citing the course" in index

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -40,6 +41,30 @@ NOTES = [  # (file in notes/, in this order)
     "blog-post.md",
     "weekly-retrospective.md",
 ]
+
+
+def repository() -> str:
+    """The course's public repository, from pyproject.toml's [tool.course] repository ("" while unpublished).
+
+    This one setting drives the repository link, the "Open in Colab" links and the citation's URL; all are left out
+    of the site while it is empty.
+    """
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["course"]["repository"]
+
+
+def colab_url(repo: str, notebook_path: str) -> str | None:
+    """The Colab address of a notebook of a GitHub repository (None for a repository elsewhere)."""
+    m = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(?:\.git)?/?", repo)
+    return f"https://colab.research.google.com/github/{m[1]}/blob/main/{notebook_path}" if m else None
+
+
+def links_cell(name: str, folder: str, repo: str) -> nbformat.NotebookNode:
+    """The line under a page's title: download the notebook, and (with a repository) open it in Colab."""
+    parts = [f"{{download}}`Download this notebook <{name}.ipynb>`"]
+    colab = colab_url(repo, f"{'exercises' if folder == 'exercises' else 'notebooks'}/{name}.ipynb") if repo else None
+    if colab and folder == "notebooks":
+        parts.append(f"[Open in Colab]({colab})")
+    return nbformat.v4.new_markdown_cell(" · ".join(parts))
 
 
 class SiteError(Exception):
@@ -161,7 +186,9 @@ def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> None:
     (src / "notebooks").mkdir(parents=True)
     (src / "exercises").mkdir()
     (src / "notes").mkdir()
-    shutil.copy(HERE / "conf.py", src / "conf.py")
+    repo = repository()
+    conf = (HERE / "conf.py").read_text(encoding="utf-8")
+    (src / "conf.py").write_text(conf + f"\nrepository = {repo!r}\n" + SITE_REPOSITORY, encoding="utf-8")
     shutil.copytree(_mathjax_dir(), src / "_static" / "mathjax")
     shutil.copy(HERE / "favicon.svg", src / "_static" / "favicon.svg")
     exercises = {s.name: s for s in workspace.sources()}
@@ -171,12 +198,14 @@ def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> None:
         errors = error_outputs(nb)
         if errors:
             raise SiteError(f"{_shown(path)} holds an error output ({'; '.join(errors[:3])}): run it again")
-        nbformat.write(clean_notebook(nb, page), src / "notebooks" / f"{name}.ipynb")
+        nb = clean_notebook(nb, page)
+        nb.cells.insert(1, links_cell(name, "notebooks", repo))
+        nbformat.write(nb, src / "notebooks" / f"{name}.ipynb")
     shutil.copy(HERE / "course.css", src / "_static" / "course.css")
     for name, source in exercises.items():
-        (src / "exercises" / f"{name}.ipynb").write_text(
-            workspace.notebook_text(soft_wrapped(workspace.exercise_notebook(source))), encoding="utf-8"
-        )
+        nb = soft_wrapped(workspace.exercise_notebook(source))
+        nb["cells"].insert(1, dict(links_cell(name, "exercises", repo)))
+        (src / "exercises" / f"{name}.ipynb").write_text(workspace.notebook_text(nb), encoding="utf-8")
     notes = [n for n in NOTES if (ROOT / "notes" / n).exists()]
     notes += sorted(p.name for p in (ROOT / "notes").glob("*.md") if p.name not in notes)
     for n in notes:
@@ -185,7 +214,7 @@ def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> None:
     results = _results_page()
     if results.exists():
         (src / "results.md").write_text(results_by_notebook(results.read_text(encoding="utf-8")), encoding="utf-8")
-    (src / "index.md").write_text(_index(notebooks, exercises, notes, results.exists()), encoding="utf-8")
+    (src / "index.md").write_text(_index(notebooks, exercises, notes, results.exists(), repo), encoding="utf-8")
 
 
 def results_by_notebook(table: str) -> str:
@@ -216,7 +245,29 @@ def _toctree(caption: str, entries: list[str]) -> str:
     return "\n".join(["```{toctree}", f":caption: {caption}", ":maxdepth: 1", ":hidden:", "", *entries, "```", ""])
 
 
-def _index(notebooks: dict[str, Path], exercises: dict, notes: list[str], results: bool) -> str:
+SITE_REPOSITORY = """
+if repository:  # the repository link in the page footer
+    html_theme_options = {"footer_icons": [{"name": "Repository", "url": repository, "html": "Source code",
+                                            "class": ""}]}
+"""
+HOW_TO_RUN = """## How to run the course
+
+The pages show the notebooks as the course's own run executed them. To run and change them you need Python 3.11 or
+newer and a copy of the course's repository{where}; in its folder:
+
+- **On a laptop CPU** (what the course is built for): `make run` sets up `.venv/` with the locked packages and runs
+  every notebook headless (about 45 minutes; `make quick`, with small settings, about 6), `make lab` opens
+  the notebooks in JupyterLab, and `make test` checks everything. Without `make`, the README lists the same steps
+  as plain commands.
+- **With a GPU**: the notebooks pick CUDA (or Apple's MPS) by themselves when PyTorch sees one; set
+  `COURSE_DEVICE=cpu` to stay on the CPU. On Linux, `make setup` installs PyPI's PyTorch, which includes CUDA.
+- **The exercises**: `make exercises` writes one notebook per chapter into `exercises/` (yours, never overwritten),
+  `make check` grades them, and `make solution EX=02.sdpa` prints a reference solution. Each page below has a
+  download link for its notebook.
+"""
+
+
+def _index(notebooks: dict[str, Path], exercises: dict, notes: list[str], results: bool, repo: str = "") -> str:
     rows = "\n".join(
         f"| {name[:2]} | [{_title(path).split('·', 1)[-1].strip()}](notebooks/{name}.ipynb) | "
         + (f"[exercises](exercises/{name}.ipynb)" if name in exercises else "")
@@ -233,6 +284,14 @@ def _index(notebooks: dict[str, Path], exercises: dict, notes: list[str], result
             "These pages show the notebooks as the course's own run executed them; open them in JupyterLab to run",
             "and change them, and write each piece yourself in the exercises (`make exercises`, then `make check`).",
             "The notes and the results table of the run are in the menu.",
+            "",
+            HOW_TO_RUN.format(where=f" ([{repo}]({repo}))" if repo else ""),
+            *(
+                ["## Citing the course", "", f"The course's `CITATION.cff` gives its citation; its address: {repo}", ""]
+                if repo
+                else []
+            ),
+            "## The notebooks",
             "",
             "| # | notebook | exercises |",
             "|---|---|---|",

@@ -5,7 +5,8 @@ html_title = "Transformers from scratch"
 author = "the course's contributors"
 copyright = "the course's contributors; code MIT, text CC BY 4.0"
 
-extensions = ["myst_nb"]
+extensions = ["myst_nb", "sphinx_copybutton"]
+copybutton_selector = "div.cell_input div.highlight pre"  # a copy button on code, none on outputs
 nb_execution_mode = "off"  # pages show the outputs of the course's own run, never a re-execution
 nb_merge_streams = True  # one block per cell for what a cell printed
 nb_ipywidgets_js = {}  # no widget scripts from a CDN
