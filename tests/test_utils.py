@@ -203,3 +203,15 @@ def test_the_lock_pins_every_dependency_that_pyproject_declares():
     assert names <= set(pins), f"declared but not locked (run make lock): {sorted(names - set(pins))}"
     assert pins["torch"] == "2.13.0", "the lock keeps the version every platform has, without a local label"
     assert "make lock" in lock.splitlines()[4], "the lock is made by make lock, not by hand"
+
+
+def test_an_installed_course_works_in_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(utils.ROOT_ENV, raising=False)
+    assert utils.project_root() == utils.PROJECT_ROOT  # a checkout: its own folder
+    site = tmp_path / "site-packages" / "helpers" / "course"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(utils, "__file__", str(site / "utils.py"))  # installed: no pyproject.toml two levels up
+    monkeypatch.chdir(tmp_path)
+    assert utils.project_root() == tmp_path.resolve()
+    monkeypatch.setenv(utils.ROOT_ENV, str(tmp_path / "course"))
+    assert utils.project_root() == (tmp_path / "course").resolve()

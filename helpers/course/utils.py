@@ -9,7 +9,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ROOT_ENV = "COURSE_ROOT"  # the folder that holds data/, artifacts/ and notebooks/, for an installed course
+
+
+def project_root() -> Path:
+    """The course's folder: $COURSE_ROOT, else the checkout this file lies in, else (an installed course, as in Colab
+    or `pip install .`) the working folder, where data/ and artifacts/ then live."""
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "helpers" / "course").is_dir():
+        return checkout
+    return Path.cwd().resolve()
+
+
+PROJECT_ROOT = project_root()
 DATA_DIR = PROJECT_ROOT / "data"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 MODES = ("quick", "full")
