@@ -165,7 +165,7 @@ def test_one_repository_setting_drives_the_colab_links_the_repository_link_and_t
     repo = site_build.repository()
     citation = (PROJECT_ROOT / "CITATION.cff").read_text()
     if repo:
-        assert f"repository-code: {repo}" in citation, "CITATION.cff names the repository of pyproject.toml"
+        assert f'repository-code: "{repo}"' in citation, "CITATION.cff names the repository of pyproject.toml"
     else:
         assert "repository-code" not in citation and "http" not in site_build._index({}, {}, [], False)
     url = "https://github.com/someone/transformers-course"
@@ -178,3 +178,40 @@ def test_one_repository_setting_drives_the_colab_links_the_repository_link_and_t
     assert "Colab" not in without.source and "{download}`Download this notebook <02_x.ipynb>`" in without.source
     index = site_build._index({}, {}, [], False, url)
     assert f"([{url}]({url}))" in index and "## Citing the course" in index
+
+
+def _set_repository_module():
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+    import set_repository
+
+    return set_repository
+
+
+def test_every_notebook_starts_with_the_same_course_setup_cell_and_the_repository_of_pyproject():
+    setter = _set_repository_module()
+    cells = set()
+    for path in sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert "course-setup" in nb.cells[1].metadata.get("tags", []), f"{path.name}: no course-setup cell"
+        assert setter.notebook_repository(nb) == site_build.repository(), f"{path.name}: run set_repository.py"
+        cells.add(nb.cells[1].source)
+    assert len(cells) == 1, "the course-setup cells differ between notebooks"
+
+
+def test_set_repository_writes_the_one_setting_everywhere_and_back(tmp_path, monkeypatch):
+    setter = _set_repository_module()
+    (tmp_path / "notebooks").mkdir()
+    names = ["pyproject.toml", "CITATION.cff", "notebooks/01_attention_by_hand.ipynb"]
+    for name in names:
+        (tmp_path / name).write_bytes((PROJECT_ROOT / name).read_bytes())
+    monkeypatch.setattr(setter, "ROOT", tmp_path)
+    url = "https://github.com/someone/transformers-course"
+    assert sorted(setter.set_repository(url)) == sorted(names)
+    assert f'repository = "{url}"' in (tmp_path / "pyproject.toml").read_text()
+    assert f'repository-code: "{url}"' in (tmp_path / "CITATION.cff").read_text()
+    nb = nbformat.read(tmp_path / names[2], as_version=4)
+    assert setter.notebook_repository(nb) == url
+    setter.set_repository("")
+    assert all((tmp_path / n).read_bytes() == (PROJECT_ROOT / n).read_bytes() for n in names), "unset: as committed"
+    with pytest.raises(ValueError, match="https://"):
+        setter.set_repository("github.com/someone/course")
