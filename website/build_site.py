@@ -38,6 +38,7 @@ NOTES = [  # (file in notes/, in this order)
     "theory-summary.md",
     "why-attention-scales.md",
     "mistakes-and-fixes.md",
+    "interview-questions.md",
     "blog-post.md",
     "weekly-retrospective.md",
 ]
