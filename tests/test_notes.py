@@ -1,6 +1,7 @@
-"""Figures quoted in notes/ and the README must match the run they come from, and the notes' images must exist.
+"""Figures quoted in notes/, the README and the notebooks' text must match the run they come from; notes' images exist.
 
-Two ways of quoting a figure are checked, in every file of notes/ and in the README.
+Two ways of quoting a figure are checked, in every file of notes/, in the README and in the markdown cells of the
+committed notebooks.
 
 1. The backtick form, `` `key` = value ``: the value must equal ``artifacts/metrics.json[key]["value"]`` to a
    relative tolerance of 1e-3.
@@ -33,9 +34,18 @@ IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\b[^>]*\bsrc=[\"']([^\"']+
 SCALE = {"%": 0.01, "×": 1.0, "x": 1.0, " million": 1e6, "": 1.0}
 
 NOTES = sorted((PROJECT_ROOT / "notes").glob("*.md"))
-DOCS = NOTES + [PROJECT_ROOT / "README.md"]
+NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+DOCS = NOTES + [PROJECT_ROOT / "README.md"] + NOTEBOOKS
 BLOG = PROJECT_ROOT / "notes" / "blog-post.md"
 README = PROJECT_ROOT / "README.md"
+
+
+def read(doc) -> str:
+    """A note's text, or the markdown cells of a notebook (its code and outputs are nbval's to check)."""
+    if doc.suffix != ".ipynb":
+        return doc.read_text()
+    cells = json.loads(doc.read_text())["cells"]
+    return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
 
 
 def metrics():
@@ -86,25 +96,43 @@ def test_the_rounding_rule(text, sign, actual, expected):
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_quoted_metrics_match_the_full_run(doc):
     known = metrics()
-    for name, text in QUOTE.findall(doc.read_text()):
+    for name, text in QUOTE.findall(read(doc)):
         assert name in known, f"{doc.name} quotes {name}, which artifacts/metrics.json does not have"
         quoted, actual = float(text.replace(",", "")), known[name]["value"]
         assert math.isclose(quoted, actual, rel_tol=1e-3, abs_tol=1e-9), f"{doc.name}: {name} = {quoted}, run: {actual}"
 
 
+def stale_figures(text: str, known: dict) -> list[str]:
+    """The plain-form figures of a text that do not round to their source."""
+    wrong = []
+    for number, sign, source in PLAIN.findall(text):
+        actual = source_value(source, known)
+        if not rounds_to(number, sign, actual):
+            wrong.append(f"{number}{sign} for {source} (actual {actual:.6g})")
+    return wrong
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_plain_figures_match_their_source(doc):
-    known, wrong = metrics(), []
-    for text, sign, source in PLAIN.findall(doc.read_text()):
-        actual = source_value(source, known)
-        if not rounds_to(text, sign, actual):
-            wrong.append(f"{text}{sign} for {source} (actual {actual:.6g})")
+    wrong = stale_figures(read(doc), metrics())
     assert not wrong, f"{doc.name}: figures that do not round to their source: {wrong}"
+
+
+def test_a_stale_number_in_a_notebooks_text_is_caught(tmp_path):
+    known = {"char_gpt.val_loss": {"value": 1.5357}}
+    nb = {"cells": [{"cell_type": "markdown", "source": ["The loss fell to 1.54<!-- char_gpt.val_loss --> nats."]},
+                    {"cell_type": "code", "source": ["print(1.60)"]}]}  # fmt: skip
+    path = tmp_path / "06_x.ipynb"
+    path.write_text(json.dumps(nb))
+    assert stale_figures(read(path), known) == []
+    nb["cells"][0]["source"] = ["The loss fell to 1.60<!-- char_gpt.val_loss --> nats."]  # a run changed it
+    path.write_text(json.dumps(nb))
+    assert stale_figures(read(path), known) == ["1.60 for char_gpt.val_loss (actual 1.5357)"]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_source_comment_follows_a_number(doc):
-    text = doc.read_text()
+    text = read(doc)
     quoted_ends = {m.end() for m in PLAIN.finditer(text)}
     orphans = [m.group(0) for m in ANY_SOURCE_COMMENT.finditer(text) if m.end() not in quoted_ends]
     assert not orphans, f"{doc.name}: source comments with no number directly before them: {orphans}"
@@ -115,7 +143,7 @@ def test_every_metric_in_metrics_json_is_from_a_full_run():
 
 
 def test_notes_quote_something():
-    assert sum(len(QUOTE.findall(d.read_text())) + len(PLAIN.findall(d.read_text())) for d in DOCS) > 20
+    assert sum(len(QUOTE.findall(read(d))) + len(PLAIN.findall(read(d))) for d in DOCS) > 20
 
 
 def test_blog_post_quotes_its_figures_in_plain_form():
