@@ -26,7 +26,7 @@ import pytest
 
 from helpers.course.utils import PROJECT_ROOT
 
-QUOTE = re.compile(r"`([a-z_0-9]+\.[A-Za-z0-9_.]+)` = ([0-9][0-9,]*(?:\.[0-9]+)?(?:e-?[0-9]+)?)")
+QUOTE = re.compile(r"`([a-z_0-9]+\.[A-Za-z0-9_.]+)`\s+=\s+([0-9][0-9,]*(?:\.[0-9]+)?(?:e-?[0-9]+)?)")
 SOURCE = r"[a-z_0-9]+\.[A-Za-z0-9_.]+|[\w./-]+\.csv:\w+"  # a metrics.json key, or path.csv:column
 PLAIN = re.compile(rf"(?<![\w.,])([0-9][0-9,]*(?:\.[0-9]+)?)(%|×|x| million)?<!-- ({SOURCE}) -->")
 ANY_SOURCE_COMMENT = re.compile(rf"<!--\s*({SOURCE})\s*-->")
