@@ -38,9 +38,9 @@ def formula_flops(vocab: int, d: int, n_layers: int, t: int, batch: int) -> dict
     """FLOPs of one training step of the course's GPT by formula, split by part."""
     tokens = batch * t
     parts = {
-        "projections and feed-forward": n_layers * 24 * d * d,
-        "attention scores and weighted sum": n_layers * 4 * t * d,
-        "output head": 2 * d * vocab,
+        "projections_and_feed_forward": n_layers * 24 * d * d,
+        "attention_scores_and_weighted_sum": n_layers * 4 * t * d,
+        "output_head": 2 * d * vocab,
     }
     return {name: 3 * per_token * tokens for name, per_token in parts.items()}
 
@@ -104,7 +104,7 @@ def main() -> dict:
     atomic_write_text(OUT, json.dumps(record, indent=2) + "\n")
     print(f"notebook 06's GPT, batch {BATCH} x {SIZES['block_size']} tokens, {model.num_params():,} parameters")
     for name, flops in by_part.items():
-        print(f"  {name:36s} {flops / 1e9:7.2f} GFLOP per step ({flops / formula:.0%})")
+        print(f"  {name.replace('_', ' '):36s} {flops / 1e9:7.2f} GFLOP per step ({flops / formula:.0%})")
     print(f"  {'formula, in all':36s} {formula / 1e9:7.2f} GFLOP; FlopCounterMode counted {counted / 1e9:.2f}")
     print(f"step: {1000 * seconds:.1f} ms (median), so {formula / seconds / 1e9:.1f} GFLOP/s achieved")
     for name, ceiling in ceilings.items():

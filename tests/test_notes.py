@@ -7,13 +7,14 @@ committed notebooks.
    relative tolerance of 1e-3.
 2. The plain form, for prose meant to be read (the blog post): a number followed at once by an invisible HTML comment
    naming where it comes from, ``1.54<!-- char_gpt.val_loss -->``.
-   The source is either a key of artifacts/metrics.json or ``path.csv:column``, the value of that column in the last
-   row of a CSV log kept in the repository (for a run that is not the current full run).
+   The source is a key of artifacts/metrics.json, ``path.json:key.subkey``, a value of a JSON record kept in the
+   repository (such as scripts/flops.py's), or ``path.csv:column``, the value of that column in the last row of a
+   CSV log kept in the repository (for a run that is not the current full run).
    Rule: the number as written must round to the source, i.e. ``|quoted - actual| <= half a unit in the last written
    digit``, so ``1.54`` accepts 1.535 to 1.545 and ``1,068`` accepts 1067.5 to 1068.5.
    Thousands separators are ignored; a ``%`` sign quotes a fraction as a percentage (``77%`` for 0.7679 is
    0.77 ± 0.005); a ``×`` or ``x`` sign marks a ratio and changes nothing; `` million`` multiplies the number and its
-   tolerance by 10**6 (``1.8 million`` accepts 1.75e6 to 1.85e6).
+   tolerance by 10**6 (``1.8 million`` accepts 1.75e6 to 1.85e6), and `` billion`` by 10**9.
    Every comment that names a source must follow a number directly, so a figure cannot lose its number unnoticed.
 """
 
@@ -27,11 +28,11 @@ import pytest
 from helpers.course.utils import PROJECT_ROOT
 
 QUOTE = re.compile(r"`([a-z_0-9]+\.[A-Za-z0-9_.]+)`\s+=\s+([0-9][0-9,]*(?:\.[0-9]+)?(?:e-?[0-9]+)?)")
-SOURCE = r"[a-z_0-9]+\.[A-Za-z0-9_.]+|[\w./-]+\.csv:\w+"  # a metrics.json key, or path.csv:column
-PLAIN = re.compile(rf"(?<![\w.,])([0-9][0-9,]*(?:\.[0-9]+)?)(%|×|x| million)?<!-- ({SOURCE}) -->")
+SOURCE = r"[\w./-]+\.json:[\w.]+|[a-z_0-9]+\.[A-Za-z0-9_.]+|[\w./-]+\.csv:\w+"  # path.json:key, metrics key, path.csv:column
+PLAIN = re.compile(rf"(?<![\w.,])([0-9][0-9,]*(?:\.[0-9]+)?)(%|×|x| million| billion)?<!-- ({SOURCE}) -->")
 ANY_SOURCE_COMMENT = re.compile(rf"<!--\s*({SOURCE})\s*-->")
 IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\b[^>]*\bsrc=[\"']([^\"']+)")
-SCALE = {"%": 0.01, "×": 1.0, "x": 1.0, " million": 1e6, "": 1.0}
+SCALE = {"%": 0.01, "×": 1.0, "x": 1.0, " million": 1e6, " billion": 1e9, "": 1.0}
 
 NOTES = sorted((PROJECT_ROOT / "notes").glob("*.md"))
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -53,7 +54,15 @@ def metrics():
 
 
 def source_value(source: str, known: dict) -> float:
-    """The value a plain-form figure names: a metrics.json key, or the last row of a column of a CSV log."""
+    """The value a plain-form figure names: a metrics.json key, a (dotted) key of a JSON record kept in the
+    repository, or the last row of a column of a CSV log."""
+    if ".json:" in source:
+        path, keys = source.rsplit(":", 1)
+        value = json.loads((PROJECT_ROOT / path).read_text())
+        for key in keys.split("."):
+            assert isinstance(value, dict) and key in value, f"{path} has no {keys!r}"
+            value = value[key]
+        return float(value)
     if ".csv:" in source:
         path, column = source.rsplit(":", 1)
         with open(PROJECT_ROOT / path, newline="") as f:
@@ -86,6 +95,8 @@ def rounds_to(text: str, sign: str, actual: float) -> bool:
         ("33.9", "", 33.915, True),
         ("1.8", " million", 1816896.0, True),
         ("1.9", " million", 1816896.0, False),
+        ("24.31", " billion", 24312545280.0, True),
+        ("24.3", " billion", 24412545280.0, False),
         ("0", "", 0.0, True),
     ],
 )
