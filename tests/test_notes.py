@@ -28,7 +28,8 @@ import pytest
 from helpers.course.utils import PROJECT_ROOT
 
 QUOTE = re.compile(r"`([a-z_0-9]+\.[A-Za-z0-9_.]+)`\s+=\s+([0-9][0-9,]*(?:\.[0-9]+)?(?:e-?[0-9]+)?)")
-SOURCE = r"[\w./-]+\.json:[\w.]+|[a-z_0-9]+\.[A-Za-z0-9_.]+|[\w./-]+\.csv:\w+"  # path.json:key, metrics key, path.csv:column
+# path.json:key.subkey, a metrics.json key, or path.csv:column
+SOURCE = r"[\w./-]+\.json:[\w.]+|[a-z_0-9]+\.[A-Za-z0-9_.]+|[\w./-]+\.csv:\w+"
 PLAIN = re.compile(rf"(?<![\w.,])([0-9][0-9,]*(?:\.[0-9]+)?)(%|×|x| million| billion)?<!-- ({SOURCE}) -->")
 ANY_SOURCE_COMMENT = re.compile(rf"<!--\s*({SOURCE})\s*-->")
 IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\b[^>]*\bsrc=[\"']([^\"']+)")
