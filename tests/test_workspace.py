@@ -24,6 +24,14 @@ def workspace(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def untouched_grades(tmp_path_factory):
+    """The grades of a fresh, untouched workspace (graded once: each notebook in its own process)."""
+    path = tmp_path_factory.mktemp("untouched")
+    ws.create(path, out=lambda *_: None)
+    return ws.check_workspace(path)
+
+
 def _region_lines(cell):
     """The solution lines of an exercise cell (between the markers)."""
     lines, inside = [], False
@@ -77,7 +85,7 @@ def test_reference_solutions_pass_every_check():
     assert {g.report.exercise for g in graded} == set(load_checks())
 
 
-def test_untouched_stubs_fail_with_their_hint(workspace, sources):
+def test_untouched_stubs_fail_with_their_hint(untouched_grades, sources):
     hints = {
         cell.exercise: ws._SOLUTION.match(next(line for line in cell.source.splitlines() if ws._SOLUTION.match(line)))[
             "hint"
@@ -86,7 +94,7 @@ def test_untouched_stubs_fail_with_their_hint(workspace, sources):
         for cell in src.cells
         if cell.kind == "exercise"
     }
-    graded = ws.check_workspace(workspace)
+    graded = untouched_grades
     assert {g.report.exercise for g in graded} == set(hints)
     for g in graded:
         first = g.report.cases[0]
@@ -150,8 +158,8 @@ def test_command_line_errors_are_one_line(capsys, tmp_path, monkeypatch):
     assert "def attention_by_hand" in capsys.readouterr().out
 
 
-def test_scoreboard_lists_every_exercise(workspace):
-    board = ws.scoreboard(ws.check_workspace(workspace))
+def test_scoreboard_lists_every_exercise(untouched_grades):
+    board = ws.scoreboard(untouched_grades)
     assert board.splitlines()[0].split() == ["notebook", "exercise", "result", "first", "failure"]
     assert f"0/{len(load_checks())} exercises passed" in board
 
