@@ -13,12 +13,12 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from grader.checks.capstone import _cfg, _course_gpt, _load, _losses, _module, _reference_train, _suspiciously_low
 from grader.core import exercise
 from helpers.course.data import DataUnavailableError
-from helpers.course.datasets import eval_windows, known_word_share, load_text, split_data, word_set
+from helpers.course.datasets import known_word_share, load_text, split_data, word_set
+from helpers.course.scoring import evaluate_lm
 from helpers.course.utils import PROJECT_ROOT, default_mode, relative
 
 SHAKESPEARE_MARGIN = 0.05  # nats: the learner's validation loss against the course's, same weights and batches
@@ -28,6 +28,7 @@ SETTINGS = {  # the learner's train() arguments; full: about two minutes for bot
     "quick": dict(steps=150, batch_size=32, max_lr=3e-3, warmup=15, min_lr=3e-4, wd=0.1, max_norm=1.0),
 }
 SEED = 0
+VAL_WINDOWS = 256  # evenly spaced windows of the validation text, scored by the course's evaluate_lm
 PROMPT = "ROMEO:\n"
 FIGURE = PROJECT_ROOT / "build" / "capstone" / "12_shakespeare.png"
 
@@ -44,19 +45,6 @@ def _tokenizer(c, fn, text: str):
         "return the list of characters and the two functions",
     )
     return got
-
-
-@torch.no_grad()
-def _validation_loss(model, data: torch.Tensor, block_size: int) -> float:
-    """Mean cross-entropy over 256 evenly spaced windows of the validation text, in evaluation mode."""
-    x, y = eval_windows(data, block_size, max_windows=256)
-    model.eval()
-    total = sum(
-        float(F.cross_entropy(model(xb)[0].reshape(-1, model.cfg.vocab_size).double(), yb.reshape(-1), reduction="sum"))
-        for xb, yb in zip(x.split(64), y.split(64))
-    )
-    model.train()
-    return total / y.numel()
 
 
 def _moving_average(values: list[float], width: int) -> list[float]:
@@ -143,7 +131,7 @@ def _shakespeare(fn, case):
         t0 = time.perf_counter()
         want_losses = _reference_train(ref, train_ids, *run.values(), seed=SEED)
         t_ref = time.perf_counter() - t0
-        mine, theirs = _validation_loss(model, val_ids, cfg.block_size), _validation_loss(ref, val_ids, cfg.block_size)
+        mine, theirs = (evaluate_lm(m, val_ids, cfg.block_size, max_windows=VAL_WINDOWS)[0] for m in (model, ref))
         _figure(got, want_losses, (mine, theirs))
         c.note(
             f"validation loss: yours {mine:.4f}, the course's {theirs:.4f} (untrained: {math.log(len(chars)):.3f}); "
