@@ -173,7 +173,8 @@ def test_one_repository_setting_drives_the_colab_links_the_repository_link_and_t
         "https://colab.research.google.com/github/someone/transformers-course/blob/main/notebooks/02_x.ipynb"
     )
     assert site_build.colab_url("https://gitlab.com/someone/course", "notebooks/02_x.ipynb") is None
-    with_repo, without = site_build.links_cell("02_x", "notebooks", url), site_build.links_cell("02_x", "notebooks", "")
+    with_repo = site_build.links_cell("02_x", site_build.colab_url(url, "notebooks/02_x.ipynb"))
+    without = site_build.links_cell("02_x", site_build.colab_url("", "notebooks/02_x.ipynb"))
     assert "Open in Colab](https://colab.research.google.com/github/someone/" in with_repo.source
     assert "Colab" not in without.source and "{download}`Download this notebook <02_x.ipynb>`" in without.source
     index = site_build._index({}, {}, [], False, url)

@@ -59,12 +59,9 @@ def colab_url(repo: str, notebook_path: str) -> str | None:
     return f"https://colab.research.google.com/github/{m[1]}/blob/main/{notebook_path}" if m else None
 
 
-def links_cell(name: str, folder: str, repo: str) -> nbformat.NotebookNode:
-    """The line under a page's title: download the notebook, and (with a repository) open it in Colab."""
-    parts = [f"{{download}}`Download this notebook <{name}.ipynb>`"]
-    colab = colab_url(repo, f"{'exercises' if folder == 'exercises' else 'notebooks'}/{name}.ipynb") if repo else None
-    if colab and folder == "notebooks":
-        parts.append(f"[Open in Colab]({colab})")
+def links_cell(name: str, colab: str | None = None) -> nbformat.NotebookNode:
+    """The line under a page's title: download the notebook, and open it in Colab when there is an address."""
+    parts = [f"{{download}}`Download this notebook <{name}.ipynb>`"] + ([f"[Open in Colab]({colab})"] if colab else [])
     return nbformat.v4.new_markdown_cell(" · ".join(parts))
 
 
@@ -200,12 +197,12 @@ def write_sources(notebooks: dict[str, Path], src: Path = SOURCE_DIR) -> None:
         if errors:
             raise SiteError(f"{_shown(path)} holds an error output ({'; '.join(errors[:3])}): run it again")
         nb = clean_notebook(nb, page)
-        nb.cells.insert(1, links_cell(name, "notebooks", repo))
+        nb.cells.insert(1, links_cell(name, colab_url(repo, f"notebooks/{name}.ipynb")))
         nbformat.write(nb, src / "notebooks" / f"{name}.ipynb")
     shutil.copy(HERE / "course.css", src / "_static" / "course.css")
     for name, source in exercises.items():
         nb = soft_wrapped(workspace.exercise_notebook(source))
-        nb["cells"].insert(1, dict(links_cell(name, "exercises", repo)))
+        nb["cells"].insert(1, dict(links_cell(name)))
         (src / "exercises" / f"{name}.ipynb").write_text(workspace.notebook_text(nb), encoding="utf-8")
     notes = [n for n in NOTES if (ROOT / "notes" / n).exists()]
     notes += sorted(p.name for p in (ROOT / "notes").glob("*.md") if p.name not in notes)
